@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The compose-engine interface: treefile + RPM repos -> an OSTree commit in a work repo.
+
+Two engines implement it (DESIGN section 3):
+- ``rpm-ostree`` (engine_rpmostree.py): production, runs `rpm-ostree compose tree`.
+- ``dnf`` (engine_dnf.py): portable, `dnf --installroot` + `ostree commit`.
+``auto`` picks rpm-ostree where it is installed, else dnf.
+
+Both write a compose.json of the same shape (rpm-ostree's ``--write-composejson-to``).
+"""
+
+from __future__ import annotations
+
+import abc
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import HostImageError
+from .runner import CommandRunner, HostRunner
+
+if TYPE_CHECKING:
+    from .treefile import Treefile
+
+ENGINE_NAMES = ("auto", "rpm-ostree", "dnf")
+
+
+@dataclass
+class ComposeRequest:
+    treefile: Treefile
+    repo: Path  # work repo (bare-user); created when missing
+    workdir: Path  # scratch space: install root, compose.json, logs
+    version: str | None = None  # --add-metadata-string=version=...
+    parent: str | None = None  # commit to record as parent (rpm-ostree --parent)
+    extra_repos: list[str] = field(default_factory=list)  # baseurls added to the treefile's
+    force_nocache: bool = False
+    log_path: Path | None = None
+
+
+@dataclass
+class ComposeResult:
+    changed: bool  # False: nothing changed, rpm-ostree wrote no compose.json
+    ref: str
+    commit: str | None  # new commit; when unchanged, the ref's current commit (if any)
+    engine: str
+    compose_json: dict[str, Any] = field(default_factory=dict)
+    compose_json_path: Path | None = None
+
+
+class ComposeEngine(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, runner: CommandRunner | None = None):
+        self.runner: CommandRunner = runner or HostRunner()
+
+    @abc.abstractmethod
+    def compose(self, request: ComposeRequest) -> ComposeResult:
+        """Compose ``request.treefile`` into ``request.repo``."""
+
+
+def get_engine(name: str, runner: CommandRunner | None = None) -> ComposeEngine:
+    """Return the engine called ``name`` (one of ENGINE_NAMES)."""
+    if name == "auto":
+        name = "rpm-ostree" if shutil.which("rpm-ostree") else "dnf"
+    if name == "rpm-ostree":
+        from .engine_rpmostree import RpmOstreeEngine
+
+        return RpmOstreeEngine(runner)
+    if name == "dnf":
+        from .engine_dnf import DnfEngine
+
+        return DnfEngine(runner)
+    raise HostImageError(
+        f"unknown compose engine {name!r}: expected one of {', '.join(ENGINE_NAMES)}"
+    )
