@@ -186,7 +186,8 @@ def _parse(data: Any, origin: str) -> HostImageManifest:
     deltas = []
     for index, entry in enumerate(data.get("deltas") or []):
         _expect(origin, f"deltas[{index}]", entry, dict)
-        deltas.append(Delta(entry.get("from"), entry.get("to", data["commit"]), entry.get("bytes", 0)))
+        to_commit = entry.get("to", data["commit"])
+        deltas.append(Delta(entry.get("from"), to_commit, entry.get("bytes", 0)))
     source = data.get("source") or {}
     _expect(origin, "source", source, dict)
     oci = data.get("oci")
