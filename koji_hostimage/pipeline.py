@@ -13,7 +13,9 @@ from pathlib import Path
 from .manifest import HostImageManifest, Source
 from .runner import CommandRunner
 
-DEFAULT_SERVER_CMD = ["koji-hostimage", "serve", "/srv/repo", "--bind", "0.0.0.0", "--port", "8080"]
+# The container's Cmd when a base image is given. Configurable (kojid config, --server-cmd):
+# any static server that serves /srv/repo on 8080 will do; a base image with Python has this.
+DEFAULT_SERVER_CMD = ["python3", "-m", "http.server", "--directory", "/srv/repo", "8080"]
 
 
 @dataclass
