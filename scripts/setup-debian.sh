@@ -1,0 +1,34 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Everything koji-hostimage needs on a fresh Debian 12 machine, idempotent:
+# the OSTree/RPM/OCI tools from apt, then the package and its test tools in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    ostree rpm createrepo-c dnf skopeo umoci   # the pipeline's real tools
+    nginx-light                                  # the baseline in bench/bench_pull.py
+    gnupg                                        # signing tests
+    git                                          # SCM checkouts in the builder tests
+    libkrb5-dev gcc python3-dev python3-venv     # koji's requests-gssapi builds gssapi
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
+fi
+
+# A venv keeps us clear of Debian's externally-managed system Python (PEP 668).
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
