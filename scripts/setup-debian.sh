@@ -10,6 +10,7 @@ APT_PACKAGES=(
     nginx-light                                  # the baseline in bench/bench_pull.py
     gnupg                                        # signing tests
     git                                          # SCM checkouts in the builder tests
+    chromium                                     # the report page, checked in a real browser
     libkrb5-dev gcc python3-dev python3-venv     # koji's requests-gssapi builds gssapi
 )
 
