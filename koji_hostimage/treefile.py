@@ -1,12 +1,89 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""rpm-ostree treefiles: load, resolve includes, validate, hash. (SKELETON: being written.)"""
+"""rpm-ostree treefiles: load, resolve includes, validate, hash, flatten.
+
+The semantics follow rpm-ostree's own loader (coreos/rpm-ostree ``rust/src/treefile.rs``):
+
+- ``treefile_parse_recurse``: a file's ``include`` (string or list) and then its
+  ``arch-include[basearch]`` are loaded relative to the including file and merged into it,
+  one after the other; a file may be read only once (rpm-ostree refuses any repeat with
+  "Include loop detected"), and the depth is capped at ``INCLUDE_MAXDEPTH`` = 50.
+- ``treefile_merge``: for "basic" (scalar) fields the includer wins (``merge_basic_field``);
+  vector fields are concatenated, the included file's items first (``merge_vec_field``);
+  map fields are merged like ``dict.update`` with the includer winning
+  (``merge_map_field``); ``packages`` is a set (``merge_hashset_field`` over a BTreeSet),
+  so it ends up sorted and without duplicates.
+- ``treefile_parse_stream`` / ``take_archful_pkgs``: each file's ``packages-$basearch``
+  is folded into its ``packages`` before merging; items are split on whitespace
+  (``whitespace_split_packages``).
+- ``substitute_vars``: ``${basearch}`` and ``${releasever}`` are expanded once the whole
+  tree is merged (we expand them in every string value; unknown ``${vars}`` stay as they are).
+- The rpm-md repos named in ``repos`` are looked up in ``*.repo`` files in the top-level
+  treefile's directory: rpm-ostree's ``install_packages`` (rpmostree-compose-builtins.cxx)
+  calls ``dnf_context_set_repo_dir`` with the treefile's directory.
+
+Unknown keys pass through untouched (rpm-ostree knows more keys than we do).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import configparser
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+import yaml
+
+from .errors import TreefileError
+from .fsutil import write_atomic
+
+log = logging.getLogger(__name__)
+
+KNOWN_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x", "i686", "armhfp")
+INCLUDE_MAXDEPTH = 50  # rpm-ostree's INCLUDE_MAXDEPTH
+
+# rpm-ostree's BootLocation enum (serde kebab-case): New, Modules, KernelInstall.
+BOOT_LOCATIONS = ("new", "modules", "kernel-install")
+
+# Fields treefile_merge() treats as vectors (concatenated, included items first).
+VEC_FIELDS = frozenset(
+    {
+        "repos",
+        "lockfile-repos",
+        "exclude-packages",
+        "ostree-layers",
+        "ostree-override-layers",
+        "install-langs",
+        "initramfs-args",
+        "units",
+        "etc-group-members",
+        "postprocess",
+        "add-files",
+        "remove-files",
+        "remove-from-packages",
+        "repo-packages",
+        "cliwrap-binaries",
+    }
+)
+# Fields treefile_merge() treats as sets (union, sorted).
+SET_FIELDS = frozenset(
+    {"packages", "bootstrap-packages", "ignore-removed-users", "ignore-removed-groups"}
+)
+# Fields treefile_merge() treats as maps (dict.update, includer wins).
+MAP_FIELDS = frozenset({"add-commit-metadata", "variables", "metadata", "repovars"})
+
+_STRING_LIST_KEYS = ("repos", "exclude-packages", "units")
+_STRING_KEYS = ("automatic-version-prefix", "default-target", "postprocess-script")
+
+_VAR_RE = re.compile(r"\$\{(basearch|releasever)\}")
+_DNF_VAR_RE = re.compile(r"\$(?:\{(basearch|releasever)\}|(basearch|releasever)\b)")
 
 
 @dataclass
@@ -15,6 +92,7 @@ class RepoSource:
 
     name: str
     baseurl: str
+    origin: str = ""  # where it was defined: a .repo file, or "extra repo" (Koji/pungi)
 
 
 @dataclass
@@ -23,6 +101,9 @@ class Treefile:
     basearch: str
     data: dict[str, Any]  # fully resolved (includes merged, arch keys folded, vars expanded)
     files: list[Path] = field(default_factory=list)  # every file read, top-level first
+    # External files by the key that names them: "postprocess-script" -> absolute path;
+    # "add-files" -> list of absolute source paths, in the order of data["add-files"].
+    externals: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -36,14 +117,579 @@ class Treefile:
     def repos(self) -> list[str]:
         return list(self.data.get("repos", []))
 
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def postprocess_script(self) -> Path | None:
+        return self.externals.get("postprocess-script")
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class _Parsed:
+    """One file's content plus the external files it names (absolute paths)."""
+
+    data: dict[str, Any]
+    postprocess_script: Path | None = None
+    add_files: list[Path] = field(default_factory=list)
+
 
 def load_treefile(path: Path, basearch: str) -> Treefile:
-    raise NotImplementedError
+    """Load ``path`` for ``basearch``: includes merged, arch keys folded, vars expanded."""
+    path = Path(path).absolute()
+    if basearch not in KNOWN_ARCHES:
+        raise TreefileError(path, None, f"a basearch among {', '.join(KNOWN_ARCHES)}", basearch)
+    files: list[Path] = []
+    parsed = _parse_recursive(path, basearch, chain=[], seen={path.resolve()}, files=files)
+    data = parsed.data
+    _validate_merged(path, data)
+    data["packages"] = sorted(set(data["packages"]))  # a set in rpm-ostree (BTreeSet)
+    data = _substitute(data, _variables(basearch, data))
+    externals: dict[str, Any] = {}
+    if parsed.postprocess_script is not None:
+        externals["postprocess-script"] = parsed.postprocess_script
+        files.append(parsed.postprocess_script)
+        # Record the script relative to the top-level directory: the resolved data is hashed
+        # and must not depend on where the SCM checkout happens to live.
+        data["postprocess-script"] = _relative_to(parsed.postprocess_script, path.parent)
+    if parsed.add_files:
+        externals["add-files"] = list(parsed.add_files)
+        files.extend(parsed.add_files)
+        data["add-files"] = [
+            [_relative_to(src, path.parent), pair[1]]
+            for src, pair in zip(parsed.add_files, data["add-files"], strict=True)
+        ]
+    log.debug("loaded treefile %s for %s from %d file(s)", path, basearch, len(files))
+    return Treefile(path=path, basearch=basearch, data=data, files=files, externals=externals)
+
+
+def _parse_recursive(
+    path: Path, basearch: str, chain: list[Path], seen: set[Path], files: list[Path]
+) -> _Parsed:
+    """rpm-ostree's ``treefile_parse_recurse``: includes first, then arch-include."""
+    parsed = _parse_file(path, basearch)
+    files.append(path)
+    includes = [
+        ("include", name)
+        for name in _include_list(path, parsed.data.pop("include", None), "include")
+    ]
+    includes += [
+        (f"arch-include.{basearch}", name)
+        for name in _arch_includes(path, parsed.data.pop("arch-include", None), basearch)
+    ]
+    here = [*chain, path]
+    for key, name in includes:
+        target = (path.parent / name).absolute()
+        _check_include(path, key, target, here, seen)
+        if len(here) >= INCLUDE_MAXDEPTH:
+            raise TreefileError(
+                path, key, f"at most {INCLUDE_MAXDEPTH} levels of includes", f"{len(here)} levels"
+            )
+        seen.add(target.resolve())
+        included = _parse_recursive(target, basearch, here, seen, files)
+        _merge(parsed, included)
+    return parsed
+
+
+def _check_include(
+    includer: Path, key: str, target: Path, chain: list[Path], seen: set[Path]
+) -> None:
+    resolved = target.resolve()
+    chain_resolved = [p.resolve() for p in chain]
+    if resolved in chain_resolved:
+        start = chain_resolved.index(resolved)
+        loop = " -> ".join(str(p) for p in [*chain[start:], target])
+        raise TreefileError(includer, key, "no include cycle", f"cycle {loop}")
+    if resolved in seen:
+        # rpm-ostree refuses any file included twice ("Include loop detected").
+        raise TreefileError(
+            includer, key, "each file included only once", f"{target} was already included"
+        )
+    if not target.is_file():
+        raise TreefileError(includer, key, "an existing treefile", f"{target} (no such file)")
+
+
+def _parse_file(path: Path, basearch: str) -> _Parsed:
+    """rpm-ostree's ``treefile_parse``: one file, its arch packages and external files."""
+    data = _read_document(path)
+    _validate_file(path, data)
+    _fold_arch_packages(path, data, basearch)
+    parsed = _Parsed(data=data)
+    script = data.get("postprocess-script")
+    if script is not None:
+        script_path = (path.parent / script).absolute()
+        if not script_path.is_file():
+            raise TreefileError(
+                path,
+                "postprocess-script",
+                "an existing file relative to the treefile",
+                f"{script_path} (no such file)",
+            )
+        parsed.postprocess_script = script_path
+    for src, _dest in data.get("add-files", []):
+        src_path = (path.parent / src).absolute()
+        if not src_path.is_file():
+            raise TreefileError(
+                path,
+                "add-files",
+                "source files that exist relative to the treefile",
+                f"{src_path} (no such file)",
+            )
+        parsed.add_files.append(src_path)
+    return parsed
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise TreefileError(path, None, "a .yaml, .yml or .json treefile", f"suffix {suffix!r}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TreefileError(path, None, "an existing treefile", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TreefileError(path, None, "a readable UTF-8 file", str(exc)) from None
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TreefileError(
+                path, None, "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
+    else:
+        try:
+            data = yaml.load(text, Loader=_TreefileLoader)  # a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise TreefileError(path, None, "valid YAML", _yaml_problem(exc)) from None
+    if not isinstance(data, dict):
+        raise TreefileError(path, None, "a mapping at the top level", _type_name(data))
+    for key in data:
+        if not isinstance(key, str):
+            raise TreefileError(path, str(key), "string keys", _type_name(key))
+    return data
+
+
+class _TreefileLoader(yaml.SafeLoader):
+    """YAML as serde_yaml reads it for rpm-ostree: dates stay strings, keys are unique."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # SafeLoader reports unhashable keys itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# serde_yaml has no timestamp type: "2024-01-01" is a string, not a datetime.date.
+_TreefileLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1} column {mark.column + 1}"
+    return problem
+
+
+def _include_list(path: Path, value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise TreefileError(
+        path, key, "a file name or a non-empty list of file names", _describe(value)
+    )
+
+
+def _arch_includes(path: Path, value: Any, basearch: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise TreefileError(
+            path, "arch-include", "a mapping of basearch to file(s)", _describe(value)
+        )
+    for arch in value:
+        if arch not in KNOWN_ARCHES:
+            raise TreefileError(
+                path,
+                f"arch-include.{arch}",
+                f"a basearch among {', '.join(KNOWN_ARCHES)}",
+                repr(arch),
+            )
+    return _include_list(path, value.get(basearch), f"arch-include.{basearch}")
+
+
+def _fold_arch_packages(path: Path, data: dict[str, Any], basearch: str) -> None:
+    """rpm-ostree's ``take_archful_pkgs``: packages-$basearch joins packages, others go."""
+    for key in [k for k in data if k.startswith("packages-")]:
+        arch = key[len("packages-") :]
+        if arch not in KNOWN_ARCHES:
+            raise TreefileError(
+                path,
+                key,
+                f"packages-ARCH with ARCH among {', '.join(KNOWN_ARCHES)}",
+                f"unknown arch {arch!r}",
+            )
+        value = data.pop(key)
+        _expect_string_list(path, key, value)
+        if arch == basearch:
+            data["packages"] = list(data.get("packages") or []) + list(value)
+    if "packages" in data:
+        data["packages"] = _split_packages(data["packages"])
+
+
+def _split_packages(items: list[str]) -> list[str]:
+    # whitespace_split_packages: "foo bar" is two packages (quoted items stay whole).
+    out: list[str] = []
+    for item in items:
+        parts = re.findall(r"'([^']*)'|(\S+)", item)
+        out.extend(quoted or bare for quoted, bare in parts)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def _validate_file(path: Path, data: dict[str, Any]) -> None:
+    """Type checks on the keys we know, per file, so errors name the file at fault."""
+    if "ref" in data and not (isinstance(data["ref"], str) and data["ref"].strip()):
+        raise TreefileError(path, "ref", "a non-empty string", _describe(data["ref"]))
+    if "packages" in data:
+        _expect_string_list(path, "packages", data["packages"])
+    for key in _STRING_LIST_KEYS:
+        if key in data:
+            _expect_string_list(path, key, data[key])
+    if "releasever" in data:
+        value = data["releasever"]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise TreefileError(path, "releasever", "a string or an integer", _describe(value))
+    for key in _STRING_KEYS:
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise TreefileError(path, key, "a non-empty string", _describe(data[key]))
+    if "add-commit-metadata" in data and not isinstance(data["add-commit-metadata"], dict):
+        raise TreefileError(
+            path, "add-commit-metadata", "a mapping", _describe(data["add-commit-metadata"])
+        )
+    if "documentation" in data and not isinstance(data["documentation"], bool):
+        raise TreefileError(
+            path, "documentation", "a boolean (true or false)", _describe(data["documentation"])
+        )
+    if "boot-location" in data and data["boot-location"] not in BOOT_LOCATIONS:
+        raise TreefileError(
+            path,
+            "boot-location",
+            f"one of {', '.join(BOOT_LOCATIONS)}",
+            _describe(data["boot-location"]),
+        )
+    if "add-files" in data:
+        value = data["add-files"]
+        if not isinstance(value, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s for s in p)
+            for p in value
+        ):
+            raise TreefileError(
+                path, "add-files", "a list of [source, destination] string pairs", _describe(value)
+            )
+
+
+def _validate_merged(path: Path, data: dict[str, Any]) -> None:
+    if "ref" not in data:
+        raise TreefileError(path, "ref", "a non-empty string (required)", "nothing")
+    if not data.get("packages"):
+        raise TreefileError(
+            path,
+            "packages",
+            "a non-empty list of package names (required)",
+            "an empty list" if "packages" in data else "nothing",
+        )
+
+
+def _expect_string_list(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise TreefileError(path, key, "a list of strings", _describe(value))
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise TreefileError(path, f"{key}[{index}]", "a non-empty string", _describe(item))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        return _type_name(value)
+    return f"{_type_name(value)} {value!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# Merging and substitution
+
+
+def _merge(dest: _Parsed, src: _Parsed) -> None:
+    """rpm-ostree's ``treefile_merge``: ``dest`` includes ``src``."""
+    for key, value in src.data.items():
+        mine = dest.data.get(key)
+        if key not in dest.data:
+            dest.data[key] = value
+        elif key in SET_FIELDS and _is_string_list(value) and _is_string_list(mine):
+            dest.data[key] = sorted(set(value) | set(mine))
+        elif key in VEC_FIELDS and isinstance(value, list) and isinstance(mine, list):
+            dest.data[key] = list(value) + list(mine)
+        elif key in MAP_FIELDS and isinstance(value, dict) and isinstance(mine, dict):
+            dest.data[key] = {**value, **mine}
+        # else: a basic field set on both sides: the includer (dest) wins.
+    if dest.postprocess_script is None:
+        dest.postprocess_script = src.postprocess_script
+    dest.add_files = src.add_files + dest.add_files
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _variables(basearch: str, data: dict[str, Any]) -> dict[str, str]:
+    variables = {"basearch": basearch}
+    if "releasever" in data:
+        variables["releasever"] = str(data["releasever"])
+    return variables
+
+
+def _substitute(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _VAR_RE.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [_substitute(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables) for k, v in value.items()}
+    return value
+
+
+def _relative_to(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+# ---------------------------------------------------------------------------------------
+# Repositories
 
 
 def resolve_repos(treefile: Treefile, extra_repos: Sequence[str] = ()) -> list[RepoSource]:
-    raise NotImplementedError
+    """The treefile's ``repos`` (from ``*.repo`` files beside it) plus ``extra_repos``.
+
+    ``extra_repos`` are baseurls or local paths as Koji and pungi pass them; they become
+    ``extra-1``, ``extra-2``, ... in the order given.
+    """
+    defined = _read_repo_files(treefile) if treefile.repos else {}
+    sources: list[RepoSource] = []
+    for repo_id in treefile.repos:
+        if repo_id not in defined:
+            known = ", ".join(sorted(defined)) or "none"
+            raise TreefileError(
+                treefile.path,
+                "repos",
+                f"repo ids defined in a *.repo file in {treefile.directory} (defined: {known})",
+                repr(repo_id),
+            )
+        sources.append(defined[repo_id])
+    for index, location in enumerate(extra_repos, start=1):
+        if not location or any(ch.isspace() for ch in location):
+            # It ends up on a baseurl= line of a .repo file: no room for whitespace.
+            raise TreefileError(
+                treefile.path, "extra repos", "a URL or path without whitespace", repr(location)
+            )
+        sources.append(
+            RepoSource(name=f"extra-{index}", baseurl=_as_url(location), origin="extra repo")
+        )
+    return sources
+
+
+def _read_repo_files(treefile: Treefile) -> dict[str, RepoSource]:
+    variables = {"basearch": treefile.basearch}
+    if "releasever" in treefile.data:
+        variables["releasever"] = str(treefile.data["releasever"])
+    defined: dict[str, RepoSource] = {}
+    for repo_file in sorted(treefile.directory.glob("*.repo")):
+        parser = configparser.ConfigParser(interpolation=None, strict=True)
+        try:
+            parser.read_string(repo_file.read_text(encoding="utf-8"), source=str(repo_file))
+        except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+            raise TreefileError(repo_file, None, "a yum .repo (ini) file", str(exc)) from None
+        for repo_id in parser.sections():
+            if repo_id in defined:
+                raise TreefileError(
+                    repo_file,
+                    repo_id,
+                    "repo ids defined once",
+                    f"also defined in {defined[repo_id].origin}",
+                )
+            baseurl = parser.get(repo_id, "baseurl", fallback="").split()
+            if not baseurl:
+                raise TreefileError(repo_file, f"{repo_id}.baseurl", "a baseurl", "nothing")
+            # dnf takes the first of several baseurls first; so do we.
+            url = _DNF_VAR_RE.sub(
+                lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), baseurl[0]
+            )
+            defined[repo_id] = RepoSource(name=repo_id, baseurl=url, origin=str(repo_file))
+    return defined
+
+
+def _as_url(location: str) -> str:
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
+        return location
+    return Path(location).absolute().as_uri()
+
+
+def _local_path(baseurl: str) -> Path | None:
+    if baseurl.startswith("file://"):
+        return Path(unquote(urlparse(baseurl).path))
+    if "://" not in baseurl:
+        return Path(baseurl)
+    return None
+
+
+def write_repo_file(
+    repos: Sequence[RepoSource], dest: Path, inner_path: Callable[[Path], str] | None = None
+) -> None:
+    """Write a yum .repo file naming ``repos`` (gpgcheck=0) for an engine to use.
+
+    ``inner_path`` maps local repo paths to what the engine sees (a buildroot's runner).
+    """
+    lines: list[str] = []
+    for repo in repos:
+        baseurl = repo.baseurl
+        local = _local_path(baseurl)
+        if local is not None and inner_path is not None:
+            baseurl = Path(inner_path(local)).as_uri()
+        lines += [
+            f"[{repo.name}]",
+            f"name={repo.name}",
+            f"baseurl={baseurl}",
+            "enabled=1",
+            "gpgcheck=0",
+            "",
+        ]
+    write_atomic(Path(dest), "\n".join(lines).encode("utf-8"))
+
+
+def repo_metadata_checksum(baseurl: str) -> str:
+    """sha256 of the repo's ``repodata/repomd.xml`` (local path, file:// or http(s) URL)."""
+    local = _local_path(baseurl)
+    if local is not None:
+        repomd = local / "repodata" / "repomd.xml"
+        try:
+            return hashlib.sha256(repomd.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise TreefileError(
+                baseurl,
+                "repodata/repomd.xml",
+                "a readable rpm-md repository",
+                f"{repomd}: {exc.strerror}",
+            ) from None
+    import requests  # only needed for remote repos
+
+    url = baseurl.rstrip("/") + "/repodata/repomd.xml"
+    try:
+        response = requests.get(url, timeout=60)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise TreefileError(
+            baseurl, "repodata/repomd.xml", "a reachable rpm-md repository", f"{url}: {exc}"
+        ) from None
+    return hashlib.sha256(response.content).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Input hash and flattening
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def input_hash(treefile: Treefile, repos: Sequence[RepoSource]) -> str:
-    raise NotImplementedError
+    """sha256 over the resolved treefile, every file read and each repo's repomd.xml.
+
+    File paths enter relative to the top-level treefile's directory, so two checkouts of
+    the same sources in different places hash the same.
+    """
+    hasher = hashlib.sha256()
+    hasher.update(b"treefile\0" + canonical_json(treefile.data) + b"\0")
+    for path in treefile.files:
+        content = path.read_bytes()
+        name = _relative_to(path, treefile.directory).encode()
+        hasher.update(b"file\0" + name + b"\0" + str(len(content)).encode() + b"\0" + content)
+    for repo in sorted(repos, key=lambda r: r.name):
+        try:
+            checksum = repo_metadata_checksum(repo.baseurl)
+        except TreefileError as exc:
+            raise TreefileError(
+                treefile.path,
+                "repos",
+                f"repo {repo.name!r} ({repo.origin or 'given'}) to be a readable rpm-md repo",
+                exc.got,
+            ) from None
+        hasher.update(b"repo\0" + repo.name.encode() + b"\0" + checksum.encode() + b"\0")
+    return hasher.hexdigest()
+
+
+FLAT_TREEFILE_NAME = "treefile.json"
+FLAT_REPO_FILE_NAME = "koji-hostimage.repo"
+
+
+def flatten_for_rpm_ostree(
+    treefile: Treefile,
+    repos: Sequence[RepoSource],
+    dest_dir: Path,
+    inner_path: Callable[[Path], str] | None = None,
+) -> Path:
+    """Write one resolved JSON treefile and one .repo file (all ``repos``) into ``dest_dir``.
+
+    rpm-ostree then sees exactly what we hashed, including the extra repos Koji or pungi
+    gave: ``repos`` lists every repo id, and the repo file sits beside the treefile, where
+    rpm-ostree looks. External files (postprocess script, add-files) are copied in.
+    Returns the treefile's path.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for stale in dest_dir.glob("*.repo"):
+        stale.unlink()
+    data = json.loads(json.dumps(treefile.data))
+    data["repos"] = [repo.name for repo in repos]
+    script = treefile.postprocess_script
+    if script is not None:
+        shutil.copy2(script, dest_dir / "postprocess-script")  # keeps the executable bit
+        data["postprocess-script"] = "postprocess-script"
+    sources = treefile.externals.get("add-files", [])
+    if sources:
+        files_dir = dest_dir / "add-files"
+        files_dir.mkdir(exist_ok=True)
+        for index, src in enumerate(sources):
+            name = f"{index}-{src.name}"
+            shutil.copy2(src, files_dir / name)
+            data["add-files"][index][0] = f"add-files/{name}"
+    write_repo_file(repos, dest_dir / FLAT_REPO_FILE_NAME, inner_path=inner_path)
+    target = dest_dir / FLAT_TREEFILE_NAME
+    write_atomic(target, json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+    return target

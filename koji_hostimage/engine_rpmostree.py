@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The production compose engine: ``rpm-ostree compose tree`` (DESIGN section 3).
+
+The command line follows rpm-ostree's own option tables (coreos/rpm-ostree
+``src/app/rpmostree-compose-builtins.cxx``): ``--repo`` (common_option_entries),
+``--unified-core`` and ``--force-nocache`` (install_option_entries),
+``--write-composejson-to``, ``--add-metadata-string=KEY=VALUE`` and ``--parent=REV``
+(commit_option_entries). The compose.json it writes comes from
+``rpmostree_composeutil_write_composejson`` (src/libpriv/rpmostree-composeutil.cxx).
+
+When the input hash equals the previous commit's ``rpmostree.inputhash``
+(``install_packages`` sets ``out_unmodified``), rpm-ostree exits 0 without committing
+and without writing compose.json: we report that as ``changed=False``.
+
+Every path goes through ``self.runner.inner_path`` and every command through
+``self.runner.run``: in Koji the runner is the buildroot (mock chroot).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from .compose import ComposeEngine, ComposeRequest, ComposeResult
+from .errors import ComposeError, tail_lines
+from .runner import HostRunner, run_checked
+from .treefile import flatten_for_rpm_ostree, resolve_repos
+
+log = logging.getLogger(__name__)
+
+RPM_OSTREE = "rpm-ostree"
+COMPOSE_JSON_NAME = "compose.json"
+_CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def build_compose_argv(
+    repo: str,
+    treefile: str,
+    compose_json: str,
+    parent: str | None = None,
+    version: str | None = None,
+    force_nocache: bool = False,
+    program: str = RPM_OSTREE,
+) -> list[str]:
+    """The exact ``rpm-ostree compose tree`` argv; paths as the command will see them."""
+    argv = [
+        program,
+        "compose",
+        "tree",
+        "--unified-core",
+        f"--repo={repo}",
+        f"--write-composejson-to={compose_json}",
+    ]
+    if parent:
+        argv.append(f"--parent={parent}")
+    if version:
+        argv.append(f"--add-metadata-string=version={version}")
+    if force_nocache:
+        argv.append("--force-nocache")
+    argv.append(treefile)
+    return argv
+
+
+class RpmOstreeEngine(ComposeEngine):
+    name = "rpm-ostree"
+
+    def compose(self, request: ComposeRequest) -> ComposeResult:
+        treefile = request.treefile
+        workdir = Path(request.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        repos = resolve_repos(treefile, request.extra_repos)
+        flat = flatten_for_rpm_ostree(
+            treefile, repos, workdir / "treefile", inner_path=self.runner.inner_path
+        )
+        self._ensure_repo(Path(request.repo), request.log_path)
+        compose_json = workdir / COMPOSE_JSON_NAME
+        # A compose.json left from an earlier run would read as "changed" after a no-op.
+        compose_json.unlink(missing_ok=True)
+        argv = build_compose_argv(
+            repo=self.runner.inner_path(Path(request.repo)),
+            treefile=self.runner.inner_path(flat),
+            compose_json=self.runner.inner_path(compose_json),
+            parent=request.parent,
+            version=request.version,
+            force_nocache=request.force_nocache,
+        )
+        log.info("composing %s with rpm-ostree", treefile.ref)
+        result = self.runner.run(argv, log_path=request.log_path)
+        if result.returncode != 0:
+            raise ComposeError(
+                f"rpm-ostree compose tree failed (exit {result.returncode}) for "
+                f"{treefile.path}:\n{tail_lines(result.output)}"
+            )
+        if not compose_json.exists():
+            commit = _current_commit(Path(request.repo), treefile.ref)
+            log.info("rpm-ostree: no changes; %s stays at %s", treefile.ref, commit)
+            return ComposeResult(changed=False, ref=treefile.ref, commit=commit, engine=self.name)
+        data = parse_compose_json(compose_json)
+        return ComposeResult(
+            changed=True,
+            ref=data["ref"],
+            commit=data["ostree-commit"],
+            engine=self.name,
+            compose_json=data,
+            compose_json_path=compose_json,
+        )
+
+    def _ensure_repo(self, repo: Path, log_path: Path | None) -> None:
+        if (repo / "config").is_file():
+            return
+        repo.mkdir(parents=True, exist_ok=True)
+        argv = ["ostree", "init", "--mode=bare-user", f"--repo={self.runner.inner_path(repo)}"]
+        result = self.runner.run(argv, log_path=log_path)
+        if result.returncode != 0:
+            raise ComposeError(
+                f"cannot create work repo {repo} (exit {result.returncode}):\n"
+                f"{tail_lines(result.output)}"
+            )
+
+
+def parse_compose_json(path: Path) -> dict[str, Any]:
+    """Read rpm-ostree's compose.json; ``ref`` and ``ostree-commit`` must be present."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ComposeError(f"{path}: cannot read rpm-ostree's compose.json: {exc}") from None
+    if not isinstance(data, dict):
+        raise ComposeError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    ref = data.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise ComposeError(f"{path}: ref: expected a non-empty string, got {ref!r}")
+    commit = data.get("ostree-commit")
+    if not isinstance(commit, str) or not _CHECKSUM_RE.match(commit):
+        raise ComposeError(
+            f"{path}: ostree-commit: expected a 64-digit hex checksum, got {commit!r}"
+        )
+    return data
+
+
+def _current_commit(repo: Path, ref: str) -> str | None:
+    """The commit ``ref`` points at in the work repo, read on the host (None: no such ref).
+
+    The work repo lives on the host side of the runner, so this always runs here.
+    """
+    if not (repo / "refs" / "heads" / ref).is_file():
+        return None
+    output = run_checked(
+        ["ostree", "rev-parse", f"--repo={repo}", ref],
+        what="ostree rev-parse",
+        runner=HostRunner(),
+    )
+    return output.strip()
