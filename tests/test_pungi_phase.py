@@ -1,0 +1,489 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The pungi ``hostimage`` phase, its config schema and the pungi-koji-hostimage entry.
+
+Uses STAND-INS (pungi and kojihub cannot be installed here): tests/pungi_standin/pungi
+for the pungi modules the phase imports, and tests/pungi_standin/fake_kojihub.py for a
+Koji hub running this project's hub and builder plugins (it checks ``opts`` with the
+project's real options schema and writes real files where koji's PathInfo says). kobo
+(ThreadPool, config parser, checksums), productmd (Images, images.json), jsonschema and
+koji.PathInfo are the real libraries.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "pungi_standin"))
+
+import koji  # noqa: E402
+import productmd.images  # noqa: E402
+import pungi.checks  # noqa: E402
+import pungi.phases  # noqa: E402
+from fake_kojihub import FakeKojiHub  # noqa: E402
+from pungi.compose import Compose  # noqa: E402
+from pungi.phases.image_checksum import ImageChecksumPhase  # noqa: E402
+from pungi.wrappers import kojiwrapper  # noqa: E402
+
+from koji_hostimage import pungi_entry, pungi_schema  # noqa: E402
+from koji_hostimage.pungi_phase import HostImagePhase  # noqa: E402
+
+SCM_URL = "git+https://example.com/os-config.git#main"
+VARIANTS = {"CoreOS": ["x86_64", "aarch64"], "Everything": ["x86_64", "aarch64", "ppc64le"]}
+
+
+def base_config(topdir: Path, compose_dir: Path | None = None, **extra) -> dict:
+    """A pungi config; the compose's repos are served at https://composes.example.com/c."""
+    compose_dir = compose_dir or topdir
+    variants_file = topdir / "variants.json"
+    variants_file.write_text(json.dumps(VARIANTS))
+    conf = {
+        "release_name": "Example",
+        "release_short": "Example",
+        "release_version": "42",
+        "variants_file": str(variants_file),
+        "koji_profile": "test",
+        "translate_paths": [[str(compose_dir / "compose"), "https://composes.example.com/c"]],
+        "hostimage_target": "f42-hostimage",
+    }
+    conf.update(extra)
+    return conf
+
+
+def design_block(**extra) -> dict:
+    """The example of DESIGN section 8."""
+    block = {
+        "scm_url": SCM_URL,
+        "treefile": "host.yaml",
+        "arches": ["x86_64", "aarch64"],
+        "failable": ["aarch64"],
+        "version": "42.20260101.0",
+        "repo": ["Everything"],
+        "subvariant": "CoreOS",
+    }
+    block.update(extra)
+    return block
+
+
+def merged_validator():
+    """pungi's validator shape: draft 4 plus its "url" and "regex" string types."""
+    schema = pungi_schema.extend_schema(pungi.checks.make_schema())
+    base = jsonschema.Draft4Validator
+    checker = base.TYPE_CHECKER.redefine_many(
+        {"url": lambda _, value: isinstance(value, str), "regex": lambda _, v: isinstance(v, str)}
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    hub = FakeKojiHub(tmp_path / "koji")
+    kojiwrapper.HUBS["test"] = hub
+    yield hub
+    kojiwrapper.HUBS.pop("test", None)
+
+
+@pytest.fixture
+def make_compose(tmp_path):
+    logger = logging.getLogger("test-pungi-hostimage")
+
+    def make(hostimage, **extra):
+        topdir = tmp_path / "compose-top"
+        topdir.mkdir(exist_ok=True)
+        conf = base_config(topdir, hostimage=hostimage, **extra)
+        errors, _ = pungi.checks.validate(conf)  # fills pungi's defaults (link_type, ...)
+        assert errors == []
+        compose = Compose(conf, topdir=topdir, logger=logger)
+        compose.read_variants()
+        return compose
+
+    return make
+
+
+def run_phase(compose) -> HostImagePhase:
+    phase = HostImagePhase(compose)
+    phase.start()
+    phase.stop()
+    return phase
+
+
+# -- schema -------------------------------------------------------------------------------
+
+
+def test_design_example_is_valid_against_merged_schema(tmp_path):
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [design_block()]})
+    conf["hostimage_release"] = None
+    conf["hostimage_version"] = "!VERSION_FROM_VERSION_DATE_RESPIN"
+    assert list(merged_validator().iter_errors(conf)) == []
+
+
+def test_single_block_and_passthrough_options_are_valid(tmp_path):
+    block = design_block(
+        name="example-host",
+        scratch=False,
+        skip_tag=True,
+        base_image="docker://quay.io/fedora/fedora-minimal:42",
+        delta_from=2,
+        engine="dnf",
+        sign_key="0xDEADBEEF",
+        release=None,
+    )
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": block})  # one block, not a list
+    assert list(merged_validator().iter_errors(conf)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"treefile": None}, "'treefile' is a required property"),
+        ({"scm_url": None}, "'scm_url' is a required property"),
+        ({"treefil": "host.yaml"}, "Additional properties are not allowed ('treefil'"),
+        ({"failable": "aarch64"}, "'aarch64' is not of type 'array'"),
+        ({"engine": "docker"}, "'docker' is not one of ['rpm-ostree', 'dnf']"),
+        ({"scratch": "yes"}, "'yes' is not of type 'boolean'"),
+        ({"delta_from": -1}, "is not valid under any of the given schemas"),
+    ],
+)
+def test_invalid_blocks_are_rejected(tmp_path, change, expected):
+    block = design_block()
+    for key, value in change.items():
+        if value is None:
+            del block[key]
+        else:
+            block[key] = value
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [block]})
+    errors = list(merged_validator().iter_errors(conf))
+    assert errors, "the invalid block passed validation"
+    messages = [e.message for e in errors] + [s.message for e in errors for s in e.context]
+    assert any(expected in message for message in messages), messages
+    assert all(list(e.absolute_path)[:2] == ["hostimage", "^CoreOS$"] for e in errors)
+
+
+def test_pungi_validate_reports_hostimage_only_after_extension(tmp_path, monkeypatch):
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [design_block(engine="docker")]})
+    errors, warnings = pungi.checks.validate(copy.deepcopy(conf))
+    assert errors == []  # plain pungi does not know the option...
+    assert "WARNING: Unrecognized config option: hostimage." in warnings
+    original = pungi.checks.make_schema
+    monkeypatch.setattr(
+        pungi.checks, "make_schema", lambda: pungi_schema.extend_schema(original())
+    )
+    errors, warnings = pungi.checks.validate(copy.deepcopy(conf))
+    assert any("hostimage.^CoreOS$" in e and "docker" in e for e in errors), errors
+    assert not any("hostimage" in w for w in warnings)
+
+
+def test_extend_schema_accepts_hostimage_in_skip_phases():
+    schema = pungi_schema.extend_schema(pungi.checks.make_schema())
+    assert "hostimage" in schema["properties"]["skip_phases"]["items"]["enum"]
+    assert schema["properties"]["hostimage"]["patternProperties"][".+"]["anyOf"]
+
+
+# -- the phase: validate, task arguments, filtering ---------------------------------------
+
+
+def test_validate_requires_a_target_and_known_failable_arches(make_compose):
+    compose = make_compose({"^CoreOS$": [design_block(failable=["s390x"])]}, hostimage_target=None)
+    del compose.conf["hostimage_target"]
+    with pytest.raises(ValueError) as raised:
+        HostImagePhase(compose).validate()
+    lines = str(raised.value).splitlines()
+    assert lines == [
+        "hostimage['^CoreOS$'][0]: no Koji target: set 'target' in the block, or"
+        " 'hostimage_target' or 'global_target'",
+        "hostimage['^CoreOS$'][0]: 'failable' names arches not in 'arches'"
+        " (x86_64, aarch64): s390x",
+    ]
+    compose.conf["global_target"] = "f42-global"
+    compose.conf["hostimage"]["^CoreOS$"][0]["failable"] = ["*"]
+    HostImagePhase(compose).validate()  # a global target and "*" are fine
+
+
+def test_task_arguments_per_variant_and_arch(make_compose, hub):
+    """The exact hostImageBuild calls, through the stand-in hub session."""
+    compose = make_compose(
+        {
+            "^CoreOS$": [design_block(version="!VERSION_FROM_VERSION_DATE_RESPIN")],
+            "^Everything$": [
+                {
+                    "scm_url": SCM_URL,
+                    "treefile": "minimal.yaml",
+                    "target": "f42-minimal",
+                    "arches": ["ppc64le", "s390x"],  # s390x: not an arch of the variant
+                    "repo": "https://mirror.example.com/extras/$arch/",
+                    "release": None,
+                    "engine": "dnf",
+                    "skip_tag": True,
+                }
+            ],
+            "^Nothing$": [design_block()],  # no such variant
+        },
+        hostimage_release="7",
+    )
+    run_phase(compose)
+    repo = "https://composes.example.com/c/{}/$arch/os"
+    assert hub.calls == [
+        (
+            "hostImageBuild",
+            "f42-hostimage",
+            SCM_URL,
+            "host.yaml",
+            {
+                "arches": ["aarch64", "x86_64"],
+                "failable_arches": ["aarch64"],
+                "version": "42.20260101.0",
+                "release": "7",
+                "repo": [repo.format("Everything"), repo.format("CoreOS")],
+            },
+        ),
+        (
+            "hostImageBuild",
+            "f42-minimal",
+            SCM_URL,
+            "minimal.yaml",
+            {
+                "arches": ["ppc64le"],
+                "version": "42",  # no version anywhere: the compose's image version
+                "release": "20260101.0",  # explicit None: the compose's image release
+                "repo": ["https://mirror.example.com/extras/$arch/", repo.format("Everything")],
+                "skip_tag": True,
+                "engine": "dnf",
+            },
+        ),
+    ]
+    assert hub.logins == 2  # one login per task started; reading results needs none
+
+
+def test_block_without_common_arches_starts_no_task(make_compose, hub):
+    compose = make_compose({"^CoreOS$": [design_block(arches=["s390x"], failable=[])]})
+    phase = run_phase(compose)
+    assert hub.calls == []
+    assert phase.finished
+
+
+def test_local_repo_paths_are_refused(make_compose, hub):
+    compose = make_compose({"^CoreOS$": [design_block()]}, translate_paths=[])
+    with pytest.raises(RuntimeError, match="is a local path, which Koji builders cannot"):
+        run_phase(compose)
+    assert hub.calls == []
+
+
+def test_unconfigured_or_skipped_phase_does_nothing(make_compose, hub):
+    compose = make_compose({})
+    assert HostImagePhase(compose).skip()
+    compose = make_compose({"^CoreOS$": [design_block()]})
+    compose.conf["skip_phases"] = ["hostimage"]  # plain pungi's schema refuses it
+    run_phase(compose)
+    assert hub.calls == []
+
+
+# -- the phase: results, failures ---------------------------------------------------------
+
+
+def test_images_linked_added_and_serialised(make_compose, hub, tmp_path):
+    compose = make_compose({"^CoreOS$": [design_block()]})
+    run_phase(compose)
+    (_, *_rest, opts) = hub.calls[0]
+    task_id = max(t["id"] for t in hub.tasks.values() if t["method"] == "hostImageBuild")
+    # Recorded for pungi-koji's kill handler, which cancels every task listed there.
+    assert os.listdir(compose.paths.log.koji_tasks_dir()) == [str(task_id)]
+
+    build = hub.listBuilds(taskID=task_id)[0]
+    koji_dir = Path(koji.PathInfo(topdir=hub.topdir).imagebuild(build))
+    for arch in ("x86_64", "aarch64"):
+        name = f"host-42.20260101.0-1.{arch}.oci.tar"
+        linked = Path(compose.topdir, "compose", "CoreOS", arch, "images", name)
+        assert linked.stat().st_ino == (koji_dir / name).stat().st_ino  # hardlinked
+        manifest = linked.with_name(name.replace(".oci.tar", ".hostimage.json"))
+        assert json.loads(manifest.read_text())["arch"] == arch  # linked, not an image
+        assert (koji_dir / name.replace(".oci.tar", ".compose.json")).exists()
+        assert not linked.with_name(name.replace(".oci.tar", ".compose.json")).exists()
+
+    ImageChecksumPhase(compose).start()  # pungi fills checksums before writing metadata
+    images_json = Path(compose.paths.compose.metadata("images.json"))
+    compose.im.dump(str(images_json))
+    loaded = productmd.images.Images()
+    loaded.load(str(images_json))
+    assert sorted(loaded.images) == ["CoreOS"]
+    for arch in ("x86_64", "aarch64"):
+        [image] = loaded.images["CoreOS"][arch]
+        path = Path(compose.topdir, "compose", image.path)
+        assert image.path == f"CoreOS/{arch}/images/host-42.20260101.0-1.{arch}.oci.tar"
+        assert (image.type, image.format, image.bootable) == ("ociarchive", "ociarchive", False)
+        assert (image.arch, image.subvariant, image.implant_md5) == (arch, "CoreOS", None)
+        assert image.size == path.stat().st_size
+        assert image.mtime == int(path.stat().st_mtime)
+        assert (image.disc_number, image.disc_count) == (1, 1)
+        assert list(image.checksums) == ["sha256"]
+    [in_memory] = compose.im.images["CoreOS"]["aarch64"]
+    assert (in_memory.deliverable, in_memory.can_fail) == ("hostimage", True)
+
+
+def test_failed_task_on_failable_arch_is_logged_and_compose_goes_on(make_compose, hub, caplog):
+    hub.fail_arches = {"aarch64"}
+    compose = make_compose(
+        {"^CoreOS$": [design_block(arches=["aarch64"])]}  # failable: aarch64
+    )
+    with caplog.at_level(logging.ERROR):
+        run_phase(compose)  # does not raise
+    assert compose.failed_deliverables == [("CoreOS", "*", "hostimage", "CoreOS")]
+    assert "[FAIL] Hostimage (variant CoreOS, arch *, subvariant CoreOS) failed" in caplog.text
+    assert "hostImageBuild: task 1000 failed: see" in caplog.text
+    assert compose.im.images == {}
+
+
+def test_failed_task_on_non_failable_arch_raises_with_task_id(make_compose, hub):
+    hub.fail_arches = {"x86_64"}
+    compose = make_compose({"^CoreOS$": [design_block()]})
+    with pytest.raises(RuntimeError, match=r"hostImageBuild: task 1000 failed: see .*\.log"):
+        run_phase(compose)
+    assert compose.failed_deliverables == []
+
+
+def test_failable_arch_missing_from_successful_task(make_compose, hub, caplog):
+    hub.fail_arches = {"aarch64"}  # the child fails, the task (canfail aarch64) succeeds
+    compose = make_compose({"^CoreOS$": [design_block()]})
+    with caplog.at_level(logging.ERROR):
+        run_phase(compose)
+    assert sorted(compose.im.images["CoreOS"]) == ["x86_64"]
+    assert compose.failed_deliverables == [("CoreOS", "aarch64", "hostimage", "CoreOS")]
+    assert "produced no image for arch aarch64" in caplog.text
+
+
+def test_scratch_build_images_come_from_child_task_dirs(make_compose, hub):
+    compose = make_compose({"^CoreOS$": [design_block(scratch=True, failable=[])]})
+    run_phase(compose)
+    assert hub.builds == {}
+    for arch in ("x86_64", "aarch64"):
+        [image] = compose.im.images["CoreOS"][arch]
+        path = Path(compose.topdir, "compose", image.path)
+        assert image.size == path.stat().st_size > 0
+        assert image.can_fail is False
+
+
+# -- the entry point ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def registered():
+    pungi_entry.register()
+    yield
+    pungi_entry.unregister()
+
+
+def write_pungi_config(tmp_path: Path, **extra) -> Path:
+    conf = base_config(
+        tmp_path, tmp_path / "out", hostimage={"^CoreOS$": [design_block()]}, **extra
+    )
+    path = tmp_path / "compose.conf"
+    path.write_text("".join(f"{key} = {value!r}\n" for key, value in conf.items()))
+    return path
+
+
+def run_entry(tmp_path: Path, *args: str, config: Path | None = None) -> Path:
+    compose_dir = tmp_path / "out"
+    config = config or write_pungi_config(tmp_path)
+    pungi_entry.main(["--compose-dir", str(compose_dir), "--config", str(config), *args])
+    return compose_dir
+
+
+def test_register_adds_the_phase_and_undoes(hub):
+    pungi_entry.register()
+    try:
+        assert "hostimage" in pungi.phases.PHASES_NAMES
+        assert pungi.phases.HostImagePhase is HostImagePhase
+        assert "hostimage" in pungi.checks.make_schema()["properties"]
+        pungi_entry.register()  # idempotent
+        assert pungi.phases.PHASES_NAMES.count("hostimage") == 1
+    finally:
+        pungi_entry.unregister()
+    assert "hostimage" not in pungi.phases.PHASES_NAMES
+    assert "hostimage" not in pungi.checks.make_schema()["properties"]
+
+
+def test_entry_runs_the_phase_and_writes_images_json(tmp_path, hub, registered):
+    compose_dir = run_entry(tmp_path)
+    assert (compose_dir / "STATUS").read_text() == "FINISHED\n"
+    assert len(hub.calls) == 1
+    loaded = productmd.images.Images()
+    loaded.load(str(compose_dir / "compose" / "metadata" / "images.json"))
+    assert sorted(loaded.images["CoreOS"]) == ["aarch64", "x86_64"]
+    assert all(img.checksums for imgs in loaded.images["CoreOS"].values() for img in imgs)
+
+
+def test_entry_honours_skip_phase_and_just_phase(tmp_path, hub, registered):
+    compose_dir = run_entry(tmp_path, "--skip-phase", "hostimage")
+    assert (compose_dir / "STATUS").read_text() == "FINISHED\n"
+    assert hub.calls == []
+    assert not (compose_dir / "compose" / "metadata" / "images.json").exists()
+
+    compose_dir = run_entry(tmp_path, "--just-phase", "hostimage")
+    assert len(hub.calls) == 1
+    # pungi-koji itself writes images.json only when one of its image phases ran.
+    loaded = productmd.images.Images()
+    loaded.load(str(compose_dir / "compose" / "metadata" / "images.json"))
+    assert sorted(loaded.images["CoreOS"]) == ["aarch64", "x86_64"]
+
+
+def test_entry_skip_phases_config_option_validates(tmp_path, hub, registered):
+    config = write_pungi_config(tmp_path, skip_phases=["hostimage"])
+    run_entry(tmp_path, config=config)
+    assert hub.calls == []
+
+
+def test_entry_rejects_invalid_config_before_any_task(tmp_path, hub, registered, caplog):
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [{"treefile": "host.yaml"}]})
+    config = tmp_path / "bad.conf"
+    config.write_text("".join(f"{key} = {value!r}\n" for key, value in conf.items()))
+    with pytest.raises(SystemExit) as raised, caplog.at_level(logging.WARNING):
+        run_entry(tmp_path, config=config)
+    assert raised.value.code == 1
+    assert "'scm_url' is a required property" in caplog.text
+    assert hub.calls == []
+
+
+def test_entry_rejects_block_without_target(tmp_path, hub, registered):
+    config = write_pungi_config(tmp_path, hostimage_target=None)
+    text = config.read_text().replace("hostimage_target = None\n", "")
+    config.write_text(text)
+    with pytest.raises(RuntimeError, match="Configuration is not valid"):
+        run_entry(tmp_path, config=config)
+    assert hub.calls == []
+    assert (tmp_path / "out" / "STATUS").read_text() == "DOOMED\n"
+
+
+def test_entry_without_pungi_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pungi.scripts", None)
+    with pytest.raises(pungi_entry.PungiMissingError, match="pungi is not installed"):
+        pungi_entry.register()
+
+
+def test_example_compose_config_is_valid(tmp_path, make_compose, hub):
+    """conf/pungi/hostimage.conf: its hostimage options validate and build as documented."""
+    import kobo.conf
+
+    example = kobo.conf.PyConfigParser()
+    example.load_from_file(str(Path(__file__).parents[1] / "conf/pungi/hostimage.conf"))
+    validator = merged_validator()
+    known = set(validator.schema["properties"])
+    conf = {key: value for key, value in example.items() if key in known}
+    conf["translate_paths"] = [list(pair) for pair in conf["translate_paths"]]
+    assert list(validator.iter_errors(conf)) == []
+
+    compose = make_compose(example["hostimage"], hostimage_release=None)
+    HostImagePhase(compose).validate()
+    run_phase(compose)
+    assert [call[1:4] for call in hub.calls] == [
+        ("f42-hostimage", SCM_URL, "host.yaml"),
+        ("f42-hostimage-minimal", SCM_URL, "minimal.yaml"),
+    ]
+    assert hub.calls[0][4]["delta_from"] == 2
+    assert hub.calls[0][4]["release"] == "20260101.0"
+    assert hub.calls[1][4]["base_image"] == "docker://quay.io/fedora/fedora-minimal:42"
