@@ -33,3 +33,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# An editable install leaves data files out, and the stock koji CLI only finds plugins
+# as files in site-packages/koji_cli_plugins/: link ours there (a normal `pip install .`
+# installs it as a data file instead).
+purelib=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+mkdir -p "$purelib/koji_cli_plugins"
+ln -sf "$PWD/plugins/cli/hostimage.py" "$purelib/koji_cli_plugins/hostimage.py"
