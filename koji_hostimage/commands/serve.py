@@ -1,18 +1,58 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""`koji-hostimage serve` (placeholder until its issue lands)."""
+"""`koji-hostimage serve PATH`: serve an OSTree repo over HTTP, from a directory or
+straight from an OCI archive (without unpacking it)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+from types import FrameType
 
-from ..errors import HostImageError
+from ..server import DEFAULT_MAX_CONNECTIONS, HostImageServer, open_tree
 
-HELP = "serve (not implemented yet)"
+HELP = "serve an OSTree repo (directory or OCI archive) over HTTP for ostree pull"
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "path", metavar="PATH", help="an OCI archive (*.tar, served in place) or a repo directory"
+    )
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port to listen on; 0 picks a free one [8080]"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"concurrent connections (one thread each) [{DEFAULT_MAX_CONNECTIONS}]",
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (container stop) ends the server the same way as Ctrl-C.
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
-    raise HostImageError("serve is not implemented yet")
+    tree = open_tree(args.path)
+    try:
+        server = HostImageServer(tree, args.bind, args.port, max_connections=args.max_connections)
+        # Tests and scripts read this line to learn the port chosen by --port 0.
+        log.info("serving %s on %s", args.path, server.url)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            log.info("stopping")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.stop()
+    finally:
+        close = getattr(tree, "close", None)
+        if close is not None:
+            close()
+    return 0
