@@ -1,0 +1,790 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A thin wrapper over the ``ostree`` command line.
+
+Everything goes through a ``CommandRunner`` as argv lists (never a shell), so the same
+code drives a repo on this host or inside a Koji buildroot (paths pass through
+``runner.inner_path``). A failing ostree command raises ``OSTreeError`` whose message
+carries ostree's own ``error: ...`` line.
+
+Commit metadata is read with ``ostree show --raw`` (the whole commit variant, printed as
+GVariant text, already converted from OSTree's big-endian canonical form) and parsed by
+``parse_gvariant_text``; metadata is written with ``--add-metadata=KEY=GVARIANT-TEXT``
+built by ``gvariant_text``. Integers in commit metadata are stored big-endian, as
+rpm-ostree does (rpmostree-composeutil.cxx, ``rpmostree_composeutil_finalize_metadata``
+byteswaps the metadata dict), so ``ostree show`` prints them right.
+
+Typical use::
+
+    repo = OSTreeRepo(path).init("bare-user")
+    stats = repo.commit(tree, "example/x86_64/host", metadata={"version": "1.0"})
+    info = repo.show(stats.commit)      # CommitInfo: parent, timestamp, metadata, ...
+    repo.fsck()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OSTreeError
+from .runner import CommandResult, CommandRunner, HostRunner
+
+log = logging.getLogger(__name__)
+
+REPO_MODES = ("bare", "bare-user", "bare-user-only", "archive", "archive-z2")
+_CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class CommitInfo:
+    """One commit object, decoded (``ostree show --raw``)."""
+
+    checksum: str
+    parent: str | None
+    subject: str
+    body: str
+    timestamp: int  # seconds since the epoch, UTC
+    metadata: dict[str, Any]
+    root_tree: str  # dirtree checksum of /
+    root_meta: str  # dirmeta checksum of /
+
+    @property
+    def version(self) -> str | None:
+        value = self.metadata.get("version")
+        return value if isinstance(value, str) else None
+
+    @property
+    def content_checksum(self) -> str:
+        """``ostree_commit_get_content_checksum``: sha256 over the root dirtree + dirmeta.
+
+        rpm-ostree writes this as ``ostree-content-checksum`` in compose.json; it is the
+        same for two commits of identical trees, whatever their metadata.
+        """
+        digest = hashlib.sha256(bytes.fromhex(self.root_tree) + bytes.fromhex(self.root_meta))
+        return digest.hexdigest()
+
+
+@dataclass
+class CommitStats:
+    """What ``ostree commit --table-output`` reports."""
+
+    commit: str
+    metadata_total: int = 0
+    metadata_written: int = 0
+    content_total: int = 0
+    content_written: int = 0
+    content_bytes_written: int = 0
+
+
+@dataclass
+class LsEntry:
+    """One line of ``ostree ls``: type is ``d``, ``-`` (file) or ``l`` (symlink)."""
+
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    path: str
+    target: str | None = None  # symlink target
+    checksums: list[str] = field(default_factory=list)
+
+
+class OSTreeRepo:
+    """An OSTree repository at ``path``, driven through ``ostree --repo=PATH``."""
+
+    def __init__(self, path: Path, runner: CommandRunner | None = None):
+        self.path = Path(path)
+        self.runner: CommandRunner = runner or HostRunner()
+
+    def __repr__(self) -> str:
+        return f"OSTreeRepo({str(self.path)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _inner(self, path: Path) -> str:
+        return self.runner.inner_path(Path(path))
+
+    def run(self, *args: str, what: str = "", log_path: Path | None = None) -> str:
+        """Run ``ostree SUBCOMMAND --repo=PATH ARGS...``; return the output or raise."""
+        subcommand, *rest = args
+        argv = ["ostree", subcommand, f"--repo={self._inner(self.path)}", *rest]
+        return _checked(self.runner.run(argv, log_path=log_path), what or f"ostree {subcommand}")
+
+    # -- repository -------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return (self.path / "config").is_file() and (self.path / "objects").is_dir()
+
+    def init(self, mode: str = "bare-user", exist_ok: bool = True) -> OSTreeRepo:
+        """Create the repo (``ostree init --mode=MODE``); an existing repo is kept."""
+        if mode not in REPO_MODES:
+            raise ValueError(f"ostree repo mode: expected one of {REPO_MODES}, got {mode!r}")
+        if self.exists():
+            if not exist_ok:
+                raise OSTreeError(["ostree", "init"], 1, f"error: {self.path} already exists")
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.run("init", f"--mode={mode}")
+        return self
+
+    def mode(self) -> str:
+        """The repo's ``core.mode`` (read from its config file)."""
+        return self.config_get("core.mode")
+
+    def config_get(self, key: str) -> str:
+        return self.run("config", "get", key).strip()
+
+    def config_set(self, key: str, value: str) -> None:
+        self.run("config", "set", key, value)
+
+    # -- refs and commits -------------------------------------------------------------
+
+    def rev_parse(self, rev: str, allow_missing: bool = False) -> str | None:
+        """The commit checksum ``rev`` (a ref or checksum) names; None if missing and allowed."""
+        argv = ["ostree", "rev-parse", f"--repo={self._inner(self.path)}", rev]
+        result = self.runner.run(argv)
+        if result.returncode != 0:
+            if allow_missing and ("not found" in result.output or "No such" in result.output):
+                return None
+            _checked(result, "ostree rev-parse")
+        checksum = _last_line(result.output)
+        if not _CHECKSUM_RE.match(checksum):
+            raise OSTreeError(argv, 0, result.output, what="ostree rev-parse (unexpected output)")
+        return checksum
+
+    def refs(self, prefix: str | None = None) -> list[str]:
+        """Local refs (full names), those starting with ``prefix`` when given."""
+        names = sorted(line.strip() for line in self.run("refs").splitlines() if line.strip())
+        return [name for name in names if not prefix or name.startswith(prefix)]
+
+    def set_ref(self, ref: str, rev: str) -> None:
+        """Point ``ref`` at ``rev``, creating or moving it."""
+        self.run("refs", "--force", f"--create={ref}", rev)
+
+    def delete_ref(self, ref: str) -> None:
+        self.run("refs", "--delete", ref)
+
+    def show(self, rev: str) -> CommitInfo:
+        """Decode commit ``rev``: parent, subject, body, timestamp, metadata, root tree."""
+        output = self.run("show", "--raw", rev)
+        checksum = _first_word_after(output, "commit ") or self.rev_parse(rev) or rev
+        raw = next((line for line in output.splitlines() if line.startswith("(")), None)
+        if raw is None:
+            raise OSTreeError(["ostree", "show", "--raw", rev], 0, output,
+                              what="ostree show (no commit variant in output)")
+        value = parse_gvariant_text(raw)
+        metadata, parent, _related, subject, body, timestamp, root_tree, root_meta = value
+        return CommitInfo(
+            checksum=checksum,
+            parent=_hex(parent) or None,
+            subject=subject,
+            body=body,
+            timestamp=int(timestamp),
+            metadata=dict(metadata),
+            root_tree=_hex(root_tree),
+            root_meta=_hex(root_meta),
+        )
+
+    def metadata(self, rev: str) -> dict[str, Any]:
+        """All commit metadata of ``rev`` as Python values (strings, lists, ...)."""
+        return self.show(rev).metadata
+
+    def metadata_key(self, rev: str, key: str) -> Any | None:
+        """One metadata value (``ostree show --print-metadata-key``); None if absent."""
+        argv = ["ostree", "show", f"--repo={self._inner(self.path)}",
+                f"--print-metadata-key={key}", rev]
+        result = self.runner.run(argv)
+        if result.returncode != 0:
+            if "No such metadata key" in result.output:
+                return None
+            _checked(result, "ostree show")
+        return parse_gvariant_text(_last_line(result.output))
+
+    def log(self, rev: str, limit: int | None = None) -> list[CommitInfo]:
+        """``rev`` and its ancestors present in this repo, newest first."""
+        commits: list[CommitInfo] = []
+        current: str | None = rev
+        while current and (limit is None or len(commits) < limit):
+            if commits and not self.has_commit(current):
+                break  # history truncated here (pulled with --depth=0)
+            info = self.show(current)
+            commits.append(info)
+            current = info.parent
+        return commits
+
+    def has_commit(self, checksum: str) -> bool:
+        if not _CHECKSUM_RE.match(checksum):
+            return self.rev_parse(checksum, allow_missing=True) is not None
+        return (self.path / "objects" / checksum[:2] / f"{checksum[2:]}.commit").is_file()
+
+    def commit(
+        self,
+        tree: Path,
+        branch: str | None,
+        *,
+        subject: str = "",
+        body: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        timestamp: int | None = None,
+        bootable: bool = False,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        canonical_permissions: bool = False,
+        link_checkout_speedup: bool = False,
+        consume: bool = False,
+        generate_sizes: bool = False,
+        gpg_key: str | None = None,
+        gpg_homedir: Path | None = None,
+        log_path: Path | None = None,
+    ) -> CommitStats:
+        """``ostree commit`` the directory ``tree``; ``branch`` None makes an orphan.
+
+        ``metadata`` values are Python values encoded as GVariant text (str -> s, bool ->
+        b, int -> x, list of str -> as, dict -> a{sv}, ...). ``parent`` None lets ostree
+        use the branch's current commit; pass ``"none"`` for no parent.
+        """
+        args = ["commit", "--table-output", f"--tree=dir={self._inner(tree)}"]
+        args.append(f"--branch={branch}" if branch else "--orphan")
+        if subject:
+            args.append(f"--subject={subject}")
+        if body:
+            args.append(f"--body={body}")
+        for key, value in (metadata or {}).items():
+            args.append(f"--add-metadata={key}={gvariant_text(value, big_endian=True)}")
+        if parent:
+            args.append(f"--parent={parent}")
+        if timestamp is not None:
+            args.append(f"--timestamp=@{int(timestamp)}")
+        if bootable:
+            args.append("--bootable")
+        if owner_uid is not None:
+            args.append(f"--owner-uid={owner_uid}")
+        if owner_gid is not None:
+            args.append(f"--owner-gid={owner_gid}")
+        if canonical_permissions:
+            args.append("--canonical-permissions")
+        if link_checkout_speedup:
+            args.append("--link-checkout-speedup")
+        if consume:
+            args.append("--consume")
+        if generate_sizes:
+            args.append("--generate-sizes")
+        args += _gpg_args(gpg_key, gpg_homedir, self._inner)
+        output = self.run(*args, log_path=log_path)
+        return _parse_commit_table(output)
+
+    # -- verification and transfer -----------------------------------------------------
+
+    def fsck(self, quiet: bool = False, keep_going: bool = False) -> str:
+        """``ostree fsck``; raises OSTreeError (with ostree's findings) on corruption.
+
+        ``keep_going`` reports every error instead of stopping at the first (``--all``).
+        """
+        args = ["fsck"] + (["--quiet"] if quiet else []) + (["--all"] if keep_going else [])
+        return self.run(*args)
+
+    def pull_local(
+        self,
+        source: Path | OSTreeRepo,
+        refs: Sequence[str] = (),
+        depth: int = 0,
+        untrusted: bool = False,
+        remote: str | None = None,
+        commit_metadata_only: bool = False,
+    ) -> None:
+        """``ostree pull-local SOURCE [REFS]``: copy commits (and their objects) in."""
+        source_path = source.path if isinstance(source, OSTreeRepo) else Path(source)
+        args = ["pull-local", f"--depth={depth}"]
+        if untrusted:
+            args.append("--untrusted")
+        if remote:
+            args.append(f"--remote={remote}")
+        if commit_metadata_only:
+            args.append("--commit-metadata-only")
+        args += [self._inner(source_path), *refs]
+        self.run(*args)
+
+    def summary_update(
+        self,
+        gpg_key: str | None = None,
+        gpg_homedir: Path | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Regenerate the summary file (lists refs and static deltas); sign if asked."""
+        args = ["summary", "--update"]
+        for key, value in (metadata or {}).items():
+            args.append(f"--add-metadata={key}={gvariant_text(value)}")
+        args += _gpg_args(gpg_key, gpg_homedir, self._inner)
+        self.run(*args)
+
+    def prune(self, refs_only: bool = True, depth: int | None = None) -> str:
+        args = ["prune"] + (["--refs-only"] if refs_only else [])
+        if depth is not None:
+            args.append(f"--depth={depth}")
+        return self.run(*args)
+
+    # -- trees ------------------------------------------------------------------------
+
+    def checkout(
+        self,
+        rev: str,
+        dest: Path,
+        subpath: str | None = None,
+        user_mode: bool = True,
+        union: bool = False,
+        force_copy: bool = False,
+        allow_noent: bool = False,
+    ) -> None:
+        """Check ``rev`` (or its ``subpath``) out into ``dest`` (which must not exist)."""
+        args = ["checkout"]
+        if user_mode:
+            args.append("--user-mode")
+        if subpath:
+            args.append(f"--subpath={subpath}")
+        if union:
+            args.append("--union")
+        if force_copy:
+            args.append("--force-copy")
+        if allow_noent:
+            args.append("--allow-noent")
+        args += [rev, self._inner(dest)]
+        self.run(*args)
+
+    def ls(self, rev: str, path: str = "/", recursive: bool = False) -> list[LsEntry]:
+        """List ``path`` in ``rev`` (``ostree ls -C``), recursively if asked."""
+        args = ["ls", "-C"] + (["-R"] if recursive else []) + [rev, path]
+        return [_parse_ls_line(line) for line in self.run(*args).splitlines() if line.strip()]
+
+    def cat(self, rev: str, path: str) -> str:
+        """The text of file ``path`` in ``rev``."""
+        return self.run("cat", rev, path)
+
+    # -- static deltas ----------------------------------------------------------------
+
+    def static_delta_generate(
+        self,
+        to_rev: str,
+        from_rev: str | None = None,
+        inline: bool = False,
+        min_fallback_size: int | None = None,
+        max_bsdiff_size: int | None = None,
+        disable_bsdiff: bool = False,
+    ) -> str:
+        """Generate the delta ``from_rev`` -> ``to_rev`` (None: from scratch); its name."""
+        args = ["static-delta", "generate", f"--to={to_rev}"]
+        args.append(f"--from={from_rev}" if from_rev else "--empty")
+        if inline:
+            args.append("--inline")
+        if min_fallback_size is not None:
+            args.append(f"--min-fallback-size={min_fallback_size}")
+        if max_bsdiff_size is not None:
+            args.append(f"--max-bsdiff-size={max_bsdiff_size}")
+        if disable_bsdiff:
+            args.append("--disable-bsdiff")
+        self.run(*args)
+        to_commit = self.rev_parse(to_rev)
+        from_commit = self.rev_parse(from_rev) if from_rev else None
+        return f"{from_commit}-{to_commit}" if from_commit else str(to_commit)
+
+    def static_delta_list(self) -> list[str]:
+        """Delta names: ``TO`` (from scratch) or ``FROM-TO`` (commit checksums)."""
+        lines = self.run("static-delta", "list").splitlines()
+        return sorted(
+            line.strip() for line in lines
+            if line.strip() and not line.startswith("(No static deltas)")
+        )
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _checked(result: CommandResult, what: str) -> str:
+    if result.returncode != 0:
+        raise OSTreeError(result.argv, result.returncode, result.output, what=what)
+    return result.output
+
+
+def _gpg_args(key: str | None, homedir: Path | None, inner: Any) -> list[str]:
+    args = [f"--gpg-sign={key}"] if key else []
+    if key and homedir:
+        args.append(f"--gpg-homedir={inner(homedir)}")
+    return args
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _first_word_after(text: str, prefix: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            word = line[len(prefix):].strip()
+            if _CHECKSUM_RE.match(word):
+                return word
+    return None
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    return bytes(value or []).hex()
+
+
+_TABLE_KEYS = {
+    "Metadata Total": "metadata_total",
+    "Metadata Written": "metadata_written",
+    "Content Total": "content_total",
+    "Content Written": "content_written",
+    "Content Bytes Written": "content_bytes_written",
+}
+
+
+def _parse_commit_table(output: str) -> CommitStats:
+    fields: dict[str, int] = {}
+    commit = None
+    for line in output.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "Commit":
+            commit = value
+        elif key in _TABLE_KEYS and value.isdigit():
+            fields[_TABLE_KEYS[key]] = int(value)
+    if not commit or not _CHECKSUM_RE.match(commit):
+        raise OSTreeError(["ostree", "commit"], 0, output, what="ostree commit (no checksum)")
+    return CommitStats(commit=commit, **fields)
+
+
+_LS_RE = re.compile(
+    r"^(?P<type>[-dl])(?P<mode>[0-7]+)\s+(?P<uid>\d+)\s+(?P<gid>\d+)\s+(?P<size>\d+)\s+"
+    r"(?P<sums>(?:[0-9a-f]{64}\s+)*)(?P<path>/.*?)(?: -> (?P<target>.*))?$"
+)
+
+
+def _parse_ls_line(line: str) -> LsEntry:
+    match = _LS_RE.match(line)
+    if not match:
+        raise OSTreeError(["ostree", "ls"], 0, line, what="ostree ls (unexpected line)")
+    return LsEntry(
+        type=match["type"],
+        mode=int(match["mode"], 8),
+        uid=int(match["uid"]),
+        gid=int(match["gid"]),
+        size=int(match["size"]),
+        path=match["path"],
+        target=match["target"],
+        checksums=match["sums"].split(),
+    )
+
+
+# -- GVariant text format -------------------------------------------------------------
+# The subset g_variant_print() emits and ostree's --add-metadata parses: strings,
+# numbers with type keywords, booleans, arrays, tuples, dicts, variants, maybes,
+# bytestrings and @TYPE annotations (GLib's "GVariant Text Format" reference).
+
+_NUMBER_KEYWORDS = {"byte", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                    "handle", "double"}
+_STRING_KEYWORDS = {"objectpath", "signature"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "a": "\a",
+            "\\": "\\", "'": "'", '"': '"'}
+_NUMBER_RE = re.compile(
+    r"[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|nan)"
+)
+_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class GVariantLiteral:
+    """Ready-made GVariant text, passed through ``gvariant_text`` unchanged.
+
+    For values whose type the Python value cannot carry, e.g. ``@a(sssss) []``.
+    """
+
+    text: str
+
+
+class GVariantTextError(ValueError):
+    """Text that is not (the supported subset of) GVariant text format."""
+
+
+def parse_gvariant_text(text: str) -> Any:
+    """Parse GVariant text into Python values.
+
+    Strings -> str, numbers -> int/float, booleans -> bool, arrays -> list, tuples and
+    dict entries -> tuple, dicts -> dict, variants -> their value, ``nothing`` -> None,
+    bytestrings -> bytes (``[byte 0x..]`` arrays stay lists of int).
+    """
+    parser = _GVariantParser(text)
+    value = parser.value()
+    parser.skip_space()
+    if parser.pos != len(text):
+        parser.fail("end of input")
+    return value
+
+
+class _GVariantParser:
+    def __init__(self, text: str):
+        self.text = text
+        self.pos = 0
+
+    def fail(self, expected: str) -> None:
+        snippet = self.text[self.pos:self.pos + 20]
+        raise GVariantTextError(f"GVariant text: at {self.pos}: expected {expected}, "
+                                f"got {snippet!r}")
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_space()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            self.fail(repr(char))
+        self.pos += 1
+
+    def value(self) -> Any:
+        char = self.peek()
+        if char == "@":
+            self.pos += 1
+            self.type_string()
+            return self.value()
+        if char in ("'", '"'):
+            return self.string()
+        if char == "b" and self.text[self.pos + 1:self.pos + 2] in ("'", '"'):
+            self.pos += 1
+            # A bytestring literal stands for its bytes plus the implicit trailing NUL.
+            return self.string().encode("latin-1", "surrogateescape") + b"\0"
+        if char == "[":
+            return self.sequence("[", "]")
+        if char == "(":
+            return tuple(self.sequence("(", ")"))
+        if char == "{":
+            return self.dict_or_entry()
+        if char == "<":
+            self.pos += 1
+            inner = self.value()
+            self.expect(">")
+            return inner
+        return self.word_or_number()
+
+    def word_or_number(self) -> Any:
+        self.skip_space()
+        word = _WORD_RE.match(self.text, self.pos)
+        if word and word.group() not in ("inf", "nan"):
+            name = word.group()
+            self.pos = word.end()
+            if name == "true":
+                return True
+            if name == "false":
+                return False
+            if name == "nothing":
+                return None
+            if name == "just" or name in _NUMBER_KEYWORDS or name in _STRING_KEYWORDS:
+                return self.value()
+            self.pos = word.start()
+            self.fail("a value")
+        number = _NUMBER_RE.match(self.text, self.pos)
+        if not number or not number.group():
+            self.fail("a value")
+        self.pos = number.end()
+        literal = number.group()
+        if re.fullmatch(r"[-+]?0[xX][0-9a-fA-F]+", literal):
+            return int(literal, 16)
+        if re.fullmatch(r"[-+]?\d+", literal):
+            return int(literal)
+        return float(literal)
+
+    def sequence(self, open_char: str, close_char: str) -> list[Any]:
+        self.expect(open_char)
+        items: list[Any] = []
+        if self.peek() == close_char:
+            self.pos += 1
+            return items
+        while True:
+            items.append(self.value())
+            char = self.peek()
+            self.pos += 1
+            if char == close_char:
+                return items
+            if char != ",":
+                self.pos -= 1
+                self.fail(f"',' or {close_char!r}")
+            if self.peek() == close_char:  # 1-tuples: ('a',)
+                self.pos += 1
+                return items
+
+    def dict_or_entry(self) -> dict[Any, Any] | tuple[Any, Any]:
+        self.expect("{")
+        if self.peek() == "}":
+            self.pos += 1
+            return {}
+        key = self.value()
+        if self.peek() == ",":  # a lone dict entry {k, v}
+            self.pos += 1
+            val = self.value()
+            self.expect("}")
+            return (key, val)
+        result: dict[Any, Any] = {}
+        while True:
+            self.expect(":")
+            result[key] = self.value()
+            char = self.peek()
+            self.pos += 1
+            if char == "}":
+                return result
+            if char != ",":
+                self.pos -= 1
+                self.fail("',' or '}'")
+            key = self.value()
+
+    def string(self) -> str:
+        quote = self.text[self.pos]
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(out)
+            if char != "\\":
+                out.append(char)
+                continue
+            out.append(self.escape())
+        self.fail(f"closing {quote}")
+        return ""
+
+    def escape(self) -> str:
+        char = self.text[self.pos:self.pos + 1]
+        self.pos += 1
+        if char in _ESCAPES:
+            return _ESCAPES[char]
+        if char in ("u", "U"):
+            width = 4 if char == "u" else 8
+            digits = self.text[self.pos:self.pos + width]
+            if not re.fullmatch(f"[0-9a-fA-F]{{{width}}}", digits):
+                self.fail(f"{width} hex digits")
+            self.pos += width
+            return chr(int(digits, 16))
+        if char == "x":
+            digits = re.match(r"[0-9a-fA-F]{1,2}", self.text[self.pos:])
+            if not digits:
+                self.fail("hex digits")
+            self.pos += len(digits.group())
+            return chr(int(digits.group(), 16))
+        if char in "01234567":
+            digits = re.match(r"[0-7]{0,2}", self.text[self.pos:])
+            self.pos += len(digits.group()) if digits else 0
+            return chr(int(char + (digits.group() if digits else ""), 8))
+        return char
+
+    def type_string(self) -> str:
+        start = self.pos
+        self._one_type()
+        return self.text[start:self.pos]
+
+    def _one_type(self) -> None:
+        char = self.text[self.pos:self.pos + 1]
+        self.pos += 1
+        if char and char in "bynqiuxthdsogv*?r":
+            return
+        if char in ("a", "m"):
+            self._one_type()
+            return
+        if char == "(":
+            while self.text[self.pos:self.pos + 1] not in (")", ""):
+                self._one_type()
+            self.pos += 1
+            return
+        if char == "{":
+            self._one_type()
+            self._one_type()
+            if self.text[self.pos:self.pos + 1] != "}":
+                self.fail("'}' closing a dict entry type")
+            self.pos += 1
+            return
+        self.pos -= 1
+        self.fail("a GVariant type")
+
+
+def gvariant_text(value: Any, big_endian: bool = False, empty_type: str = "as") -> str:
+    """Encode a Python value as GVariant text (for ``--add-metadata``).
+
+    str -> s, bool -> b, int -> x (int64), float -> d, bytes -> ay, list -> array,
+    tuple -> tuple, dict (str keys) -> a{sv}. An empty list is typed ``empty_type``.
+    ``big_endian`` stores numbers byte-swapped on little-endian hosts: OSTree commit
+    objects are big-endian, and ``ostree commit --add-metadata`` stores host order.
+    """
+    swap = big_endian and sys.byteorder == "little"
+    if isinstance(value, GVariantLiteral):
+        return value.text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if swap:
+            value = struct.unpack("<q", struct.pack(">q", value))[0]
+        return f"int64 {value}"
+    if isinstance(value, float):
+        if swap:
+            # A byte-swapped double is often a denormal that GLib's parser rejects.
+            raise GVariantTextError(
+                f"GVariant text: cannot store the number {value!r} in commit metadata: "
+                "expected an integer, or write it as a string"
+            )
+        return f"double {value!r}"
+    if isinstance(value, str):
+        return quote_gvariant_string(value)
+    if isinstance(value, bytes):
+        if not value:
+            return "@ay []"
+        return "[" + ", ".join(f"byte 0x{b:02x}" for b in value) + "]"
+    if isinstance(value, tuple):
+        items = [gvariant_text(v, big_endian) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(value, list):
+        if not value:
+            return f"@{empty_type} []"
+        return "[" + ", ".join(gvariant_text(v, big_endian) for v in value) + "]"
+    if isinstance(value, Mapping):
+        if not value:
+            return "@a{sv} {}"
+        entries = (
+            f"{quote_gvariant_string(str(k))}: <{gvariant_text(v, big_endian)}>"
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(entries) + "}"
+    raise GVariantTextError(
+        f"GVariant text: cannot encode a {type(value).__name__}: expected str, bool, int, "
+        "float, bytes, list, tuple or dict"
+    )
+
+
+def quote_gvariant_string(text: str) -> str:
+    """A single-quoted GVariant string literal for ``text``."""
+    out = ["'"]
+    for char in text:
+        if char in ("\\", "'"):
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append("'")
+    return "".join(out)
