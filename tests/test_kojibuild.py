@@ -1,0 +1,348 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""koji_hostimage.kojibuild (the builder's Koji-side decisions) and .buildroot (the runner).
+
+The runner tests use tests/kojid_standin.py's StandinBuildRoot, a STAND-IN for kojid's
+BuildRoot (no mock): it runs the commands for real on this host below a temporary root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import koji
+import pytest
+from httptools import static_server
+from kojid_standin import StandinBuildRoot, StandinHub, standin_options
+
+from koji_hostimage import kojibuild
+from koji_hostimage.buildroot import BuildrootError, BuildrootRunner, exit_code
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.manifest import HostImageManifest, Package
+from koji_hostimage.runner import run_checked
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPLETE = koji.BUILD_STATES["COMPLETE"]
+
+
+# ------------------------------------------------------------------------------ arches
+
+
+def test_tag_arches_canonicalises_and_refuses_an_empty_tag():
+    assert kojibuild.tag_arches({"name": "t", "arches": "i686 x86_64 i386"}) == [
+        "i386", "x86_64"
+    ]
+    with pytest.raises(kojibuild.KojiBuildError, match="build tag 't': arches: expected"):
+        kojibuild.tag_arches({"name": "t", "arches": ""})
+
+
+def test_plan_arches_defaults_to_the_tag_and_intersects_a_request():
+    assert kojibuild.plan_arches(["x86_64", "aarch64"]).arches == ("x86_64", "aarch64")
+    plan = kojibuild.plan_arches(["x86_64", "aarch64"], ["s390x", "aarch64", "aarch64"],
+                                 ["aarch64", "s390x"])
+    assert plan.arches == ("aarch64",)
+    assert plan.dropped == ("s390x",)
+    assert plan.failable == ("aarch64",)  # s390x is not built, so it cannot "fail"
+    assert plan.is_failable("aarch64") and not plan.is_failable("x86_64")
+
+
+def test_plan_arches_with_nothing_left_names_both_lists():
+    with pytest.raises(kojibuild.KojiBuildError) as info:
+        kojibuild.plan_arches(["x86_64"], ["ppc64le", "s390x"])
+    assert "x86_64" in str(info.value) and "ppc64le, s390x" in str(info.value)
+
+
+def test_all_failed_and_failed_arches():
+    fault = {"faultCode": 1000, "faultString": "boom"}
+    ok = {"arch": "x86_64", "task_id": 1}
+    assert kojibuild.all_failed({1: fault, 2: dict(fault)})
+    assert not kojibuild.all_failed({1: fault, 2: ok})
+    assert kojibuild.failed_arches({"x86_64": 2, "aarch64": 1}, {1: fault, 2: ok}) == [
+        "aarch64"
+    ]
+
+
+# ------------------------------------------------------------------------------ names
+
+
+def test_upload_names_are_unique_per_arch_and_attempt():
+    a = kojibuild.upload_names("host-1-2", "x86_64", 42)
+    b = kojibuild.upload_names("host-1-2", "aarch64", 42)
+    retry = kojibuild.upload_names("host-1-2", "x86_64", 43)
+    assert a.archive == "host-1-2.x86_64.oci.tar"
+    assert a.files == ["host-1-2.x86_64.oci.tar", "host-1-2.x86_64.hostimage.json",
+                       "host-1-2.x86_64.compose.json"]
+    # Every arch imports into one image directory: no two arches share a name.
+    assert not set(a.files + a.logs) & set(b.files + b.logs)
+    # A retried task keeps the first attempt's logs.
+    assert not set(a.logs) & set(retry.logs)
+    assert all(name.endswith(".log") for name in a.logs)
+
+
+def test_default_name_and_repo_urls():
+    assert kojibuild.default_name("config/host.yaml") == "host"
+    assert kojibuild.default_name("fcos.json") == "fcos"
+    assert kojibuild.default_name("plain") == "plain"
+    assert kojibuild.substitute_arch("http://x/$basearch/os/$arch", "aarch64") == (
+        "http://x/aarch64/os/aarch64"
+    )
+    assert kojibuild.koji_repo_url("http://koji/kojifiles", 100, "f42-build", "x86_64") == (
+        "http://koji/kojifiles/repos/f42-build/100/x86_64"
+    )
+
+
+# ------------------------------------------------------------------------------ rpmlist
+
+
+def _manifest(packages: list[Package]) -> HostImageManifest:
+    return HostImageManifest(
+        name="host", version="1", release="1", arch="x86_64", ref="r", commit="c" * 64,
+        parent=None, content_checksum=None, timestamp=0, inputhash="i", engine="dnf",
+        packages=packages, object_count=1, object_bytes=1,
+    )
+
+
+def test_rpmlist_has_every_field_add_external_rpm_checks_with_its_type():
+    manifest = _manifest([Package("zlib", None, "1.3", "1", "x86_64"),
+                          Package("bash", 2, "5.2", "3", "x86_64")])
+    rpmlist = kojibuild.rpmlist_from_manifest(manifest)
+    assert [r["name"] for r in rpmlist] == ["bash", "zlib"]
+    # kojihub.add_external_rpm's dtypes
+    types = {"name": str, "version": str, "release": str, "epoch": (int, type(None)),
+             "arch": str, "payloadhash": str, "size": int, "buildtime": int}
+    for entry in rpmlist:
+        for key, kind in types.items():
+            assert isinstance(entry[key], kind), (key, entry)
+    assert rpmlist[0]["epoch"] == 2 and rpmlist[1]["epoch"] is None
+
+
+def test_task_result_shape():
+    names = kojibuild.upload_names("host-1-1", "x86_64", 7)
+    result = kojibuild.task_result(
+        task_id=11, arch="x86_64", name="host", version="1", release="1", names=names,
+        files=names.files[:2], logs=[names.task_log], rpmlist=[],
+        manifest=_manifest([]),
+    )
+    assert result["arch"] == "x86_64" and result["task_id"] == 11
+    assert result["files"] == names.files[:2] and result["logs"] == [names.task_log]
+    assert result["commit"] == "c" * 64
+    assert None not in result.values()  # XML-RPC safe
+
+
+# ------------------------------------------------------------------------------ deltas
+
+
+def test_delta_plan():
+    assert kojibuild.delta_plan(None, 2) == kojibuild.DeltaPlan(count=2)
+    assert kojibuild.delta_plan("none", 2) == kojibuild.DeltaPlan()
+    assert kojibuild.delta_plan(0, 2).count == 0
+    assert kojibuild.delta_plan(["a-1-1", "a-1-1", "a-2-1"], 2).nvrs == ("a-1-1", "a-2-1")
+    for bad in (True, 11, -1, "all", [1]):
+        with pytest.raises(kojibuild.KojiBuildError, match="delta_from"):
+            kojibuild.delta_plan(bad, 1)
+
+
+def test_pick_previous_builds_newest_complete_same_name_not_itself():
+    tagged = [
+        {"build_id": 3, "name": "host", "nvr": "host-1-3", "state": COMPLETE},
+        {"build_id": 5, "name": "host", "nvr": "host-1-5", "state": COMPLETE},
+        {"build_id": 4, "name": "host", "nvr": "host-1-4",
+         "state": koji.BUILD_STATES["DELETED"]},
+        {"build_id": 9, "name": "other", "nvr": "other-1-9", "state": COMPLETE},
+        {"build_id": 6, "name": "host", "nvr": "host-1-6", "state": COMPLETE},
+        {"build_id": 5, "name": "host", "nvr": "host-1-5", "state": COMPLETE},  # inherited
+    ]
+    picked = kojibuild.pick_previous_builds(tagged, "host", 2, exclude_nvr="host-1-6")
+    assert [b["nvr"] for b in picked] == ["host-1-5", "host-1-3"]
+    assert kojibuild.pick_previous_builds(tagged, "host", 0) == []
+
+
+def test_pick_archive_and_url():
+    archives = [{"filename": "host-1-1.aarch64.oci.tar"},
+                {"filename": "host-1-1.x86_64.hostimage.json"},
+                {"filename": "host-1-1.x86_64.oci.tar"}]
+    assert kojibuild.pick_archive(archives, "x86_64")["filename"] == "host-1-1.x86_64.oci.tar"
+    assert kojibuild.pick_archive(archives, "s390x") is None
+    build = {"name": "host", "version": "1", "release": "1", "volume_name": "DEFAULT"}
+    assert kojibuild.previous_archive_url("http://k/files", build, "a.tar") == (
+        "http://k/files/packages/host/1/1/images/a.tar"
+    )
+
+
+def test_download_over_real_http_and_a_404(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "blob").write_bytes(os.urandom(3 << 20))
+    dest_dir = tmp_path / "dest"
+    dest_dir.mkdir()
+    with static_server(served) as (base, requests):
+        got = kojibuild.download(f"{base}/blob", dest_dir / "blob")
+        assert got.read_bytes() == (served / "blob").read_bytes()
+        with pytest.raises(kojibuild.KojiBuildError, match="expected HTTP 200, got 404"):
+            kojibuild.download(f"{base}/missing", dest_dir / "missing")
+    assert sorted(p.name for p in dest_dir.iterdir()) == ["blob"]  # no partial file left
+    assert "/blob" in requests.paths
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_shipped_config_file_reads_as_the_defaults():
+    config = kojibuild.load_builder_config(REPO_ROOT / "conf" / "kojid" / "hostimage.conf")
+    assert config == kojibuild.BuilderConfig(compose_timeout=14400.0)
+
+
+def test_config_values_and_errors(tmp_path):
+    path = tmp_path / "hostimage.conf"
+    path.write_text(textwrap.dedent("""\
+        [hostimage]
+        engine = dnf
+        install_group = my-group
+        base_image = oci-archive:/srv/base.tar
+        sign_key = 0xDEADBEEF
+        gpg_homedir = /etc/hostimage/gnupg
+        delta_from = 3
+        server_cmd = /usr/bin/darkhttpd /srv/repo --port 8080
+        compose_timeout = 0
+        """))
+    config = kojibuild.load_builder_config(path)
+    assert config.engine == "dnf" and config.install_group == "my-group"
+    assert config.base_image == "oci-archive:/srv/base.tar"
+    assert config.gpg_homedir == Path("/etc/hostimage/gnupg")
+    assert config.delta_from == 3 and config.compose_timeout == 0
+    assert config.server_cmd == ["/usr/bin/darkhttpd", "/srv/repo", "--port", "8080"]
+    assert kojibuild.load_builder_config(tmp_path / "absent.conf") == kojibuild.BuilderConfig()
+    for text, message in (
+        ("[hostimage]\nengine = mock\n", "engine: expected one of rpm-ostree, dnf, got 'mock'"),
+        ("[hostimage]\ndelta_from = many\n", "delta_from: expected a int, got 'many'"),
+        ("[hostimage]\ndelta_from = 11\n", "delta_from: expected at most 10"),
+        ("[hostimage]\ncompose_timout = 5\n", "compose_timout: unknown option"),
+        ("[other]\n", "expected a [hostimage] section"),
+    ):
+        path.write_text(text)
+        with pytest.raises(kojibuild.KojiBuildError) as info:
+            kojibuild.load_builder_config(path)
+        assert str(path) in str(info.value) and message in str(info.value)
+
+
+# ------------------------------------------------------------------------------ runner
+
+
+@pytest.fixture
+def broot(tmp_path):
+    """A STAND-IN kojid BuildRoot (tests/kojid_standin.py): real commands, no mock."""
+    hub = StandinHub(upload_root=tmp_path / "hub")
+    options = standin_options(tmp_path)
+    root = StandinBuildRoot(hub, options, 10, "x86_64", 1, repo_id=100)
+    root.workdir = str(tmp_path / "taskwork")
+    Path(root.workdir).mkdir()
+    root.init()
+    return root
+
+
+def test_runner_maps_paths_and_runs_in_the_buildroot(broot, tmp_path):
+    runner = BuildrootRunner(broot, log_path=tmp_path / "cmds.log")
+    work = Path(broot.tmpdir()) / "work"
+    work.mkdir()
+    inner = runner.inner_path(work)
+    assert inner == "/chroot_tmpdir/work"
+    assert runner.host_path(inner) == work
+    with pytest.raises(BuildrootError, match="expected a path inside the buildroot"):
+        runner.inner_path(tmp_path / "elsewhere")
+    assert runner.host_path("/../etc") == runner.root / "etc"  # '/..' is '/' in a chroot
+    with pytest.raises(BuildrootError, match="expected an absolute path"):
+        runner.host_path("etc")
+
+    result = runner.run(["sh", "-c", 'echo "$GREETING" > out.txt; echo done; exit 3'],
+                        cwd=work, env={"GREETING": "hello"})
+    assert result.returncode == 3
+    assert "done" in result.output
+    assert (work / "out.txt").read_text() == "hello\n"
+    # the argv kojid's BuildRoot.mock received
+    assert broot.mock_calls[-1][:5] == ["--cwd", "/chroot_tmpdir/work", "--chroot", "--",
+                                       "env"]
+    assert "GREETING=hello" in broot.mock_calls[-1]
+    log = (tmp_path / "cmds.log").read_text()
+    assert "$ sh -c" in log and "[exit 3]" in log
+
+    # run_checked turns the failure into a CommandError quoting the command's output
+    with pytest.raises(HostImageError, match="exit 1"):
+        run_checked(["sh", "-c", "echo the-tail; exit 1"], runner=runner)
+
+
+def test_exit_code_decodes_wait_status():
+    assert exit_code(0) == 0
+    assert exit_code(3 << 8) == 3
+    assert exit_code(signal.SIGKILL) == -signal.SIGKILL
+
+
+def test_runner_timeout_stops_the_command(broot):
+    runner = BuildrootRunner(broot, timeout=0.5, cancel_grace=0.5)
+    started = time.monotonic()
+    result = runner.run(["sleep", "30"])
+    assert time.monotonic() - started < 10
+    assert result.returncode != 0
+    assert "timeout" in result.output
+
+
+_CANCEL_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path[:0] = [{tests!r}, {repo!r}]
+from kojid_standin import StandinBuildRoot, StandinHub, standin_options
+from koji_hostimage.buildroot import BuildrootRunner
+
+base = Path({base!r})
+hub = StandinHub(upload_root=base / "hub")
+broot = StandinBuildRoot(hub, standin_options(base), 10, "x86_64", 1, repo_id=100)
+broot.workdir = str(base)
+broot.init()
+runner = BuildrootRunner(broot, cancel_grace=1.0)
+try:
+    runner.run(["sh", "-c", "echo $$ > {pidfile}; exec sleep 300"])
+except KeyboardInterrupt:
+    Path({marker!r}).write_text("interrupted")
+"""
+
+
+def test_a_cancelled_task_kills_its_compose(tmp_path):
+    """kojid cancels a task by signalling the task process (SIGINT first); the stand-in
+    BuildRoot.mock, like kojid's, leaves its child running; the runner must stop it."""
+    pidfile = tmp_path / "compose.pid"
+    marker = tmp_path / "interrupted"
+    script = _CANCEL_SCRIPT.format(tests=str(Path(__file__).parent), repo=str(REPO_ROOT),
+                                   base=str(tmp_path), pidfile=pidfile, marker=str(marker))
+    task = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "the compose never started"
+            assert task.poll() is None, "the task process died early"
+            time.sleep(0.05)
+        compose_pid = int(pidfile.read_text())
+        assert _running(compose_pid)
+        task.send_signal(signal.SIGINT)  # only the task process, as kojid's first signal
+        assert task.wait(timeout=30) == 0
+        assert marker.read_text() == "interrupted"
+        deadline = time.monotonic() + 10
+        while _running(compose_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(compose_pid), "the compose outlived its cancelled task"
+    finally:
+        if task.poll() is None:
+            task.kill()
+            task.wait()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
