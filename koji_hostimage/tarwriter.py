@@ -1,0 +1,596 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A fast, reproducible tar writer for the OCI content layer.
+
+Why not ``tarfile``: a plain ``tarfile`` + ``hashlib`` loop packs an OSTree archive repo
+(tens of thousands of small zlib objects) at about a third of the speed of
+``tar -cf - REPO | sha256sum``. The cost is per file (TarInfo objects, header encoding,
+``shutil.copyfileobj`` through small buffers). Here we:
+
+- plan first: walk the tree once (sorted), encode every header up front, so the exact size
+  of the tar is known before a byte is written (the OCI writer needs it for the outer
+  header of the blob);
+- copy file data with one ``readv`` straight into a large reusable buffer, with no
+  intermediate ``bytes`` objects;
+- hash and write each full buffer on a helper thread (``hashlib`` and ``os.write`` release
+  the GIL for large buffers), so hashing overlaps with reading the next files, like the
+  two processes of ``tar | sha256sum``.
+
+The output is reproducible: entries in sorted order (parents before children), every
+mtime the same fixed value, uid/gid 0, no user or group names, modes ``st_mode & 0o7777``,
+symlinks as symlinks and hard links as separate regular files. Headers are POSIX ustar;
+a PAX extended header is added only when a value does not fit ustar (long or non-ASCII
+names, long link targets, files of 8 GiB or more).
+
+``scan_tar`` is the matching fast reader: it walks the headers of a tar held in memory or
+an mmap (ours or GNU tar's) and gives the absolute offset of each member's data, so files
+of an uncompressed layer can be read straight out of the archive.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import queue
+import stat
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import ArchiveError
+
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+REGTYPE = b"0"
+SYMTYPE = b"2"
+DIRTYPE = b"5"
+PAXTYPE = b"x"
+
+# Buffers handed to the hashing thread. Large enough that per-buffer overhead vanishes,
+# small enough to stay in cache-friendly territory; three of them keep both threads busy.
+BUFFER_SIZE = 4 * 1024 * 1024
+BUFFER_COUNT = 3
+
+_MAX_OCTAL_SIZE = 0o77777777777  # 11 octal digits: the largest size ustar can hold
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12s")
+_ZEROS = bytes(BLOCK)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class TarEntry:
+    """One member of a planned tar: its encoded header and, for files, where to read."""
+
+    name: bytes  # path inside the tar (directories end with b"/")
+    header: bytes  # ustar header, preceded by a PAX header when one is needed
+    size: int  # data size (0 for directories and symlinks)
+    source: bytes | None  # file to copy the data from (regular files only)
+
+
+@dataclass
+class TarPlan:
+    """Everything needed to write a tar: entries in order and the exact total size."""
+
+    entries: list[TarEntry]
+    size: int  # total bytes, including the two zero blocks at the end
+    data_bytes: int  # sum of regular file sizes
+
+    @property
+    def file_count(self) -> int:
+        return sum(1 for entry in self.entries if entry.source is not None)
+
+
+def padded(size: int) -> int:
+    """``size`` rounded up to whole 512-byte blocks."""
+    return (size + BLOCK - 1) & ~(BLOCK - 1)
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _split_ustar_name(name: bytes) -> tuple[bytes, bytes] | None:
+    """Return (prefix, name) fitting the ustar fields, or None when it cannot fit."""
+    if len(name) <= 100:
+        return b"", name
+    # Split at the last slash that leaves a prefix of at most 155 bytes: that gives the
+    # shortest possible name part, which must fit 100 bytes. A trailing slash
+    # (directories) stays in the name part.
+    cut = name.rfind(b"/", 0, min(len(name) - 1, 156))
+    if cut > 0 and len(name) - cut - 1 <= 100:
+        return name[:cut], name[cut + 1 :]
+    return None
+
+
+def _pax_record(keyword: bytes, value: bytes) -> bytes:
+    """One ``"LEN KEY=VALUE\\n"`` record; LEN counts its own digits."""
+    body = b" " + keyword + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(b"%d" % length) + len(body) != length:
+        length += 1
+    return b"%d" % length + body
+
+
+def ustar_header(
+    name: bytes,
+    typeflag: bytes,
+    mode: int,
+    size: int,
+    mtime: int,
+    linkname: bytes = b"",
+    prefix: bytes = b"",
+) -> bytes:
+    """One 512-byte ustar header block (uid/gid 0, no user or group names)."""
+    size_field = _octal(size, 12)
+    # The checksum is the byte sum of the header with its own field as spaces. Only the
+    # name, size, link and prefix vary between the files of one tar, so the rest is
+    # summed once per (type, mode, mtime) and cached: summing 512 bytes per header was
+    # a tenth of the packing time.
+    fixed = _fixed_sum(typeflag, mode, mtime)
+    checksum = fixed + sum(name) + sum(size_field) + sum(linkname) + sum(prefix)
+    return _USTAR.pack(
+        name,
+        _octal(mode, 8),
+        b"0000000\0",
+        b"0000000\0",
+        size_field,
+        _octal(mtime, 12),
+        b"%06o\0 " % checksum,
+        typeflag,
+        linkname,
+        b"ustar\0",
+        b"00",
+        b"",
+        b"",
+        b"0000000\0",
+        b"0000000\0",
+        prefix,
+        b"",
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_sum(typeflag: bytes, mode: int, mtime: int) -> int:
+    """Byte sum of a header with empty name, link and prefix, no size field, checksum
+    field as spaces."""
+    return sum(
+        _USTAR.pack(
+            b"", _octal(mode, 8), b"0000000\0", b"0000000\0", b"", _octal(mtime, 12),
+            b"        ", typeflag, b"", b"ustar\0", b"00", b"", b"", b"0000000\0",
+            b"0000000\0", b"", b"",
+        )
+    )
+
+
+def encode_header(
+    name: bytes, typeflag: bytes, mode: int, size: int, mtime: int, linkname: bytes = b""
+) -> bytes:
+    """Header block(s) for one member: ustar, with a PAX header first only if needed."""
+    pax: list[bytes] = []
+    split = _split_ustar_name(name) if name.isascii() else None
+    if split is None:
+        pax.append(_pax_record(b"path", name))
+        split = (b"", name[:100])
+    if len(linkname) > 100 or not linkname.isascii():
+        pax.append(_pax_record(b"linkpath", linkname))
+        linkname = linkname[:100]
+    if size > _MAX_OCTAL_SIZE:
+        pax.append(_pax_record(b"size", b"%d" % size))
+    header = ustar_header(
+        split[1], typeflag, mode, 0 if size > _MAX_OCTAL_SIZE else size, mtime, linkname, split[0]
+    )
+    if not pax:
+        return header
+    records = b"".join(pax)
+    pax_header = ustar_header(b"././@PaxHeader", PAXTYPE, 0o644, len(records), mtime)
+    return pax_header + records + _ZEROS[: padded(len(records)) - len(records)] + header
+
+
+def plan_tree(root: Path, mtime: int) -> TarPlan:
+    """Walk ``root`` (sorted, parents first) and encode every member's header.
+
+    Paths in the tar are relative to ``root``; directories are included. Raises
+    ArchiveError for anything but directories, regular files and symlinks.
+    """
+    entries: list[TarEntry] = []
+    _walk(os.fsencode(root), b"", mtime, entries)
+    size = len(END_OF_ARCHIVE)
+    data_bytes = 0
+    for entry in entries:
+        size += len(entry.header) + padded(entry.size)
+        data_bytes += entry.size
+    return TarPlan(entries=entries, size=size, data_bytes=data_bytes)
+
+
+def _walk(directory: bytes, prefix: bytes, mtime: int, out: list[TarEntry]) -> None:
+    try:
+        with os.scandir(directory) as scan:
+            children = sorted(scan, key=lambda child: child.name)
+    except OSError as exc:
+        raise ArchiveError(f"{os.fsdecode(directory)}: cannot list: {exc.strerror}") from exc
+    for child in children:
+        name = prefix + child.name
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise ArchiveError(f"{os.fsdecode(child.path)}: cannot stat: {exc.strerror}") from exc
+        mode = st.st_mode & 0o7777
+        if stat.S_ISREG(st.st_mode):
+            header = encode_header(name, REGTYPE, mode, st.st_size, mtime)
+            out.append(TarEntry(name, header, st.st_size, child.path))
+        elif stat.S_ISDIR(st.st_mode):
+            header = encode_header(name + b"/", DIRTYPE, mode, 0, mtime)
+            out.append(TarEntry(name + b"/", header, 0, None))
+            _walk(child.path, name + b"/", mtime, out)
+        elif stat.S_ISLNK(st.st_mode):
+            target = os.readlink(child.path)
+            header = encode_header(name, SYMTYPE, mode, 0, mtime, target)
+            out.append(TarEntry(name, header, 0, None))
+        else:
+            raise ArchiveError(
+                f"{os.fsdecode(child.path)}: cannot pack a "
+                f"{_kind_name(st.st_mode)}: expected a directory, regular file or symlink"
+            )
+
+
+def _kind_name(mode: int) -> str:
+    for test, label in (
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return label
+    return f"file of type {stat.S_IFMT(mode):o}"
+
+
+class HashingWriter:
+    """Hashes (sha256) and writes filled buffers on a helper thread.
+
+    The producer takes an empty buffer with ``take()``, fills it, hands it back with
+    ``submit(buf, length)``; ``finish()`` waits for the thread and returns the digest.
+    An error on the thread (a full disk) is raised in the producer at its next call.
+    """
+
+    def __init__(self, out: BinaryIO, buffer_size: int = BUFFER_SIZE):
+        self._out = out
+        self._hash = hashlib.sha256()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self.bytes_written = 0
+        for _ in range(BUFFER_COUNT):
+            self._free.put(bytearray(buffer_size))
+        self._thread = threading.Thread(target=self._run, name="tar-hash-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            buf, length = item
+            if self._error is None:
+                try:
+                    view = memoryview(buf)[:length]
+                    self._hash.update(view)
+                    self._out.write(view)
+                    view.release()
+                except BaseException as exc:  # handed to the producer thread
+                    self._error = exc
+            self._free.put(buf)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def take(self) -> bytearray:
+        buf = self._free.get()
+        self._check()
+        return buf
+
+    def submit(self, buf: bytearray, length: int) -> None:
+        self._check()
+        self.bytes_written += length
+        self._work.put((buf, length))
+
+    def finish(self) -> str:
+        """Wait for all buffers to be written; return the sha256 hex digest."""
+        self._work.put(None)
+        self._thread.join()
+        self._check()
+        return self._hash.hexdigest()
+
+    def abort(self) -> None:
+        """Stop the thread without raising (used when the producer failed)."""
+        self._work.put(None)
+        self._thread.join()
+
+
+def write_tar(
+    plan: TarPlan,
+    out: BinaryIO,
+    on_progress: Callable[[int], None] | None = None,
+) -> str:
+    """Write the planned tar to ``out``; return the sha256 hex digest of what was written.
+
+    Exactly ``plan.size`` bytes are written. A file that changed size since
+    ``plan_tree`` raises ArchiveError (the tar would otherwise not match its plan).
+    """
+    writer = HashingWriter(out)
+    try:
+        _fill(plan, writer, on_progress)
+        digest = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.bytes_written != plan.size:  # a bug, not a user error: never ship a bad blob
+        raise ArchiveError(f"tar size mismatch: planned {plan.size}, wrote {writer.bytes_written}")
+    return digest
+
+
+def _fill(
+    plan: TarPlan, writer: HashingWriter, on_progress: Callable[[int], None] | None
+) -> None:
+    """The hot loop: headers and file data into buffers. State is kept in locals."""
+    buf = writer.take()
+    view = memoryview(buf)
+    capacity = len(buf)
+    pos = 0
+    readv = os.readv
+    for entry in plan.entries:
+        header = entry.header
+        size = entry.size
+        # Room for the header, the data, its padding and one spare byte (see below)?
+        need = len(header) + padded(size) + 1
+        if capacity - pos < need:
+            view.release()
+            writer.submit(buf, pos)
+            if on_progress:
+                on_progress(writer.bytes_written)
+            buf = writer.take()
+            view = memoryview(buf)
+            pos = 0
+        view[pos : pos + len(header)] = header
+        pos += len(header)
+        source = entry.source
+        if source is None:
+            continue
+        if need > capacity:  # a big file: streamed through several buffers
+            buf, view, pos = _copy_big_file(source, size, writer, buf, view, pos)
+        else:
+            # One readv of size+1 bytes: a file that grew since planning shows up as an
+            # extra byte; a short read is retried before calling the file shrunk.
+            try:
+                fd = os.open(source, _OPEN_FLAGS)
+            except OSError as exc:
+                raise ArchiveError(f"{os.fsdecode(source)}: cannot open: {exc.strerror}") from exc
+            try:
+                got = readv(fd, [view[pos : pos + size + 1]])
+                while got < size:
+                    more = readv(fd, [view[pos + got : pos + size + 1]])
+                    if more == 0:
+                        raise _shrank(source, size)
+                    got += more
+            finally:
+                os.close(fd)
+            if got > size:
+                raise _grew(source, size)
+            pos += size
+        pad = padded(size) - size
+        if pad:
+            view[pos : pos + pad] = _ZEROS[:pad]
+            pos += pad
+    if capacity - pos < len(END_OF_ARCHIVE):
+        view.release()
+        writer.submit(buf, pos)
+        buf = writer.take()
+        view = memoryview(buf)
+        pos = 0
+    view[pos : pos + len(END_OF_ARCHIVE)] = END_OF_ARCHIVE
+    pos += len(END_OF_ARCHIVE)
+    view.release()
+    writer.submit(buf, pos)
+
+
+def _copy_big_file(
+    source: bytes,
+    size: int,
+    writer: HashingWriter,
+    buf: bytearray,
+    view: memoryview,
+    pos: int,
+) -> tuple[bytearray, memoryview, int]:
+    """Stream a file larger than a buffer; return the buffer state to continue with.
+
+    Leaves room for the padding after the data (at most 511 bytes) in the last buffer.
+    """
+    capacity = len(buf)
+    try:
+        fd = os.open(source, _OPEN_FLAGS)
+    except OSError as exc:
+        raise ArchiveError(f"{os.fsdecode(source)}: cannot open: {exc.strerror}") from exc
+    try:
+        remaining = size
+        while remaining:
+            if capacity - pos < BLOCK:
+                view.release()
+                writer.submit(buf, pos)
+                buf = writer.take()
+                view = memoryview(buf)
+                pos = 0
+            want = min(remaining, capacity - pos)
+            got = os.readv(fd, [view[pos : pos + want]])
+            if got == 0:
+                raise _shrank(source, size)
+            pos += got
+            remaining -= got
+        if os.read(fd, 1):
+            raise _grew(source, size)
+    finally:
+        os.close(fd)
+    if capacity - pos < BLOCK:
+        view.release()
+        writer.submit(buf, pos)
+        buf = writer.take()
+        view = memoryview(buf)
+        pos = 0
+    return buf, view, pos
+
+
+def _shrank(source: bytes, size: int) -> ArchiveError:
+    return ArchiveError(
+        f"{os.fsdecode(source)}: file shrank while packing (expected {size} bytes)"
+    )
+
+
+def _grew(source: bytes, size: int) -> ArchiveError:
+    return ArchiveError(
+        f"{os.fsdecode(source)}: file grew while packing (expected {size} bytes)"
+    )
+
+
+def pack_tree(root: Path, out: BinaryIO, mtime: int) -> tuple[TarPlan, str]:
+    """Plan and write the tar of ``root`` to ``out``; return (plan, sha256 hex digest)."""
+    plan = plan_tree(root, mtime)
+    return plan, write_tar(plan, out)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class TarHeader:
+    """One member found by ``scan_tar``, with the absolute offset of its data."""
+
+    name: str  # as stored (PAX / GNU long names applied), not normalised
+    typeflag: bytes
+    mode: int
+    size: int  # data size (0 for links, directories and other non-file members)
+    mtime: int
+    linkname: str
+    offset: int  # absolute offset of the first data byte in ``data``
+
+    @property
+    def kind(self) -> str:
+        return _KINDS.get(self.typeflag, "other")
+
+
+_KINDS = {
+    b"0": "file", b"\0": "file", b"7": "file", b"1": "hardlink", b"2": "symlink", b"5": "dir"
+}
+# Type flags whose size field does not describe data blocks (same rule as tarfile).
+_NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
+
+
+def _number(field: bytes, label: str, where: int) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for values beyond octal fields
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] & 0x40 else value
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits, 8) if digits else 0
+    except ValueError:
+        raise ArchiveError(f"{label}: bad number {field!r} in the tar header at {where}") from None
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(payload: bytes, label: str, where: int) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(payload) and payload[pos:pos + 1] != b"\0":
+        space = payload.find(b" ", pos)
+        try:
+            length = int(payload[pos:space])
+        except ValueError:
+            raise ArchiveError(f"{label}: bad PAX header at {where}") from None
+        if length <= space - pos:
+            raise ArchiveError(f"{label}: bad PAX header at {where}")
+        record = payload[space + 1 : pos + length - 1]  # without the trailing newline
+        key, _, value = record.partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode(
+            "utf-8", "surrogateescape"
+        )
+        pos += length
+    return records
+
+
+def scan_tar(data: Any, start: int, end: int, label: str) -> Iterator[TarHeader]:
+    """Yield the members of the tar held in ``data[start:end]`` (e.g. an mmap).
+
+    About ten times faster than iterating ``tarfile`` (no TarInfo objects, no reads: the
+    headers are sliced from the map). Understands ustar, PAX ``x``/``g`` (path, linkpath,
+    size, mtime) and GNU ``L``/``K`` long names. ArchiveError (starting with ``label``)
+    for bad checksums, members running past ``end`` or a missing end-of-archive block.
+    """
+    pos = start
+    global_pax: dict[str, str] = {}
+    local_pax: dict[str, str] = {}
+    long_name: str | None = None
+    long_link: str | None = None
+    while True:
+        if pos + BLOCK > end:
+            raise ArchiveError(
+                f"{label}: truncated: the tar ends at byte {end - start} without its "
+                "end-of-archive block"
+            )
+        header = bytes(data[pos : pos + BLOCK])
+        if header == _ZEROS:
+            return
+        stored = _number(header[148:156], label, pos)
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+            raise ArchiveError(f"{label}: not a tar header at byte {pos - start} (bad checksum)")
+        typeflag = header[156:157]
+        size = _number(header[124:136], label, pos)
+        data_at = pos + BLOCK
+        if typeflag in (b"x", b"g", b"L", b"K"):
+            payload = bytes(data[data_at : data_at + size])
+            if data_at + size > end:
+                raise ArchiveError(f"{label}: truncated: extended header at byte {pos - start}")
+            if typeflag == b"x":
+                local_pax.update(_pax_records(payload, label, pos - start))
+            elif typeflag == b"g":
+                global_pax.update(_pax_records(payload, label, pos - start))
+            elif typeflag == b"L":
+                long_name = _text(payload)
+            else:
+                long_link = _text(payload)
+            pos = data_at + padded(size)
+            continue
+        pax = {**global_pax, **local_pax} if global_pax else local_pax
+        if "path" in pax:
+            name = pax["path"]
+        elif long_name is not None:
+            name = long_name
+        else:
+            name = _text(header[0:100])
+            if header[257:262] == b"ustar" and header[345]:
+                name = _text(header[345:500]) + "/" + name
+        linkname = pax.get("linkpath", long_link if long_link is not None
+                           else _text(header[157:257]))
+        if "size" in pax:
+            size = int(pax["size"])
+        mtime = int(float(pax["mtime"])) if "mtime" in pax else _number(header[136:148],
+                                                                          label, pos)
+        local_pax = {}
+        long_name = long_link = None
+        data_size = 0 if typeflag in _NO_DATA else size
+        if data_at + data_size > end:
+            raise ArchiveError(
+                f"{label}: truncated: {name} needs {data_at + data_size - start} bytes, "
+                f"there are {end - start}"
+            )
+        yield TarHeader(
+            name=name,
+            typeflag=typeflag,
+            mode=_number(header[100:108], label, pos) & 0o7777,
+            size=data_size,
+            mtime=mtime,
+            linkname=linkname,
+            offset=data_at,
+        )
+        pos = data_at + padded(data_size)
