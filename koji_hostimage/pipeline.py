@@ -148,6 +148,8 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
                            content_dir / "srv" / "repo", scratch)
         manifest = _manifest(request, Path(request.treefile), compose, verified, exported)
         manifest.write(content_dir / "srv" / MANIFEST_NAME)
+        log.info("manifest: %s, %d packages, %d deltas", manifest.nvr, len(manifest.packages),
+                 len(manifest.deltas))
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=request.output_dir))
         try:
             result = _write_outputs(request, manifest, compose, content_dir, staging,

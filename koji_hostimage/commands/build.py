@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..compose import ENGINE_NAMES
+from ..errors import HostImageError
 from ..manifest import Source
 from ..pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
 
@@ -73,11 +74,12 @@ def _server_cmd(text: str | None) -> list[str]:
     except ValueError:
         value = None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
-        raise SystemExit(f"--server-cmd: expected a JSON list of strings, got {text!r}")
+        raise HostImageError(f"--server-cmd: expected a JSON list of strings, got {text!r}")
     return value
 
 
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
+    """The BuildRequest the command line describes."""
     return BuildRequest(
         treefile=args.treefile,
         output_dir=args.output_dir,

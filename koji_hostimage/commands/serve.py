@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
-        help=f"concurrent connections (one thread each) [{DEFAULT_MAX_CONNECTIONS}]",
+        help=f"concurrent connections; more wait in the backlog [{DEFAULT_MAX_CONNECTIONS}]",
     )
 
 

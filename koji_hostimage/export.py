@@ -1,0 +1,411 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The export repo: the archive-mode OSTree repo that ships inside the container archive.
+
+From the work repo (bare-user, where the compose wrote commit C on ref R) we build a
+fresh archive-mode repo holding only C and R (``ostree pull-local --depth=0``), plus:
+
+- static deltas from earlier builds (given as earlier OCI archives or repo dirs). A delta
+  needs both commits in one repo, so it is generated in a scratch repo and its directory
+  is then copied into the export repo; the export repo never holds the old commit.
+- optionally a from-scratch delta (``--empty``), for first installs in one request;
+- ``summary`` regenerated so ``ostree pull`` sees the deltas (ostree >= 2020.7 also writes
+  ``delta-indexes/`` from ``summary -u``);
+- GPG signatures on the commit and the summary when a key id is given.
+
+Reproducibility: ostree stamps the wall-clock time into each delta superblock
+(``ostree_repo_static_delta_generate`` in ostree-repo-static-delta-compilation.c adds
+``g_date_time_new_now_utc()`` as the superblock's ``t`` field) and into the summary
+(``ostree.summary.last-modified`` in ``ostree_repo_regenerate_summary``). Neither takes a
+caller-supplied time, so we overwrite both 8-byte fields in place with the commit
+timestamp before anything checksums or signs them. Unsigned builds of the same commit
+then give the same bytes; GPG signatures carry their own creation time and always differ.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArchiveError, HostImageError
+from .fsutil import atomic_output
+from .manifest import Delta
+from .ostree import OSTreeRepo
+
+log = logging.getLogger(__name__)
+
+SUMMARY_LAST_MODIFIED_KEY = b"ostree.summary.last-modified\x00"
+# A delta from a previous build is shipped unless it is this much larger than the objects
+# that changed (see _worth_shipping).
+DELTA_MARGIN_BYTES = 64 * 1024
+
+
+class ExportError(HostImageError):
+    """The export repo could not be built (bad previous build, failed delta, ...)."""
+
+
+@dataclass
+class SigningKey:
+    """A GPG key ostree signs with (``--gpg-sign=KEY_ID --gpg-homedir=DIR``)."""
+
+    key_id: str
+    homedir: Path | None = None
+
+    def ostree_args(self) -> list[str]:
+        args = [f"--gpg-sign={self.key_id}"]
+        if self.homedir is not None:
+            args.append(f"--gpg-homedir={self.homedir}")
+        return args
+
+
+@dataclass
+class PreviousCommit:
+    """An earlier build's commit, in some repo we can ``pull-local`` from."""
+
+    source: Path  # what the user named: an archive, a repo or an unpacked image
+    repo: Path
+    ref: str
+    commit: str
+
+
+@dataclass
+class ExportResult:
+    repo: Path
+    ref: str
+    commit: str
+    timestamp: int
+    deltas: list[Delta] = field(default_factory=list)
+    object_count: int = 0
+    object_bytes: int = 0
+    signed: bool = False
+
+
+# --- ostree CLI -------------------------------------------------------------------------
+
+
+def ostree(repo: Path, *args: str) -> str:
+    """Run ``ostree ARGS`` on ``repo`` (OSTreeRepo.run); OSTreeError on failure."""
+    return OSTreeRepo(repo).run(*args)
+
+
+def rev_parse(repo: Path, rev: str) -> str:
+    return ostree(repo, "rev-parse", rev).strip()
+
+
+def list_refs(repo: Path) -> list[str]:
+    return sorted(line.strip() for line in ostree(repo, "refs").splitlines() if line.strip())
+
+
+def commit_timestamp(repo: Path, commit: str) -> int:
+    """The commit's own timestamp (seconds, UTC), decoded from the commit object."""
+    return OSTreeRepo(repo).show(commit).timestamp
+
+
+# --- previous builds --------------------------------------------------------------------
+
+
+def _is_ostree_repo(path: Path) -> bool:
+    return (path / "config").is_file() and (path / "objects").is_dir()
+
+
+def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
+    """Find the commit an earlier build shipped.
+
+    ``path`` is an earlier OCI archive (its ``srv/repo`` is extracted under ``scratch``),
+    an unpacked image or content layer holding ``srv/repo``, or a repo dir. The commit is
+    the one on ``ref``; a repo with a single other ref (a renamed stream) is accepted too.
+    """
+    path = Path(path)
+    if path.is_file():
+        repo = _extract_archive_repo(path, scratch)
+    elif _is_ostree_repo(path):
+        repo = path
+    elif _is_ostree_repo(path / "srv" / "repo"):
+        repo = path / "srv" / "repo"
+    else:
+        raise ExportError(
+            f"{path}: previous build: expected an OCI archive (.oci.tar), an OSTree repo "
+            "or a directory holding srv/repo"
+        )
+    refs = list_refs(repo)
+    if ref in refs:
+        chosen = ref
+    elif len(refs) == 1:
+        chosen = refs[0]
+    else:
+        raise ExportError(
+            f"{path}: previous build: expected ref {ref!r} (or exactly one ref), "
+            f"got {', '.join(refs) or 'no refs'}"
+        )
+    return PreviousCommit(path, repo, chosen, rev_parse(repo, chosen))
+
+
+def _extract_archive_repo(archive: Path, scratch: Path) -> Path:
+    # oci.py owns the archive format; imported here so export stays usable without it
+    from .oci import OciArchive
+
+    repo = Path(tempfile.mkdtemp(prefix="previous-", dir=scratch))
+    with OciArchive(archive) as image:
+        image.extract_content(repo, prefix="srv/repo/")  # ArchiveError names the file
+    if not _is_ostree_repo(repo):
+        raise ArchiveError(f"{archive}: content layer: expected srv/repo (an OSTree repo)")
+    return repo
+
+
+# --- deltas ------------------------------------------------------------------------------
+
+
+def _mbase64(checksum: str) -> str:
+    """ostree's "modified base64" of a checksum: `/` -> `_`, no padding."""
+    raw = base64.b64encode(bytes.fromhex(checksum)).decode("ascii")
+    return raw.rstrip("=").replace("/", "_")
+
+
+def delta_relpath(from_commit: str | None, to_commit: str) -> Path:
+    """Where a delta lives in a repo (``_ostree_get_relative_static_delta_path``)."""
+    to_b64 = _mbase64(to_commit)
+    if from_commit is None:
+        return Path("deltas", to_b64[:2], to_b64[2:])
+    from_b64 = _mbase64(from_commit)
+    return Path("deltas", from_b64[:2], f"{from_b64[2:]}-{to_b64}")
+
+
+def _offset_size(container_size: int) -> int:
+    # GVariant framing offsets are as wide as the container needs (gvariant-serialiser.c)
+    if container_size <= 0xFF:
+        return 1
+    if container_size <= 0xFFFF:
+        return 2
+    if container_size <= 0xFFFFFFFF:
+        return 4
+    return 8
+
+
+def pin_superblock_timestamp(superblock: Path, timestamp: int) -> None:
+    """Overwrite a delta superblock's generation time with ``timestamp``.
+
+    The superblock is one GVariant tuple ``(a{sv}tayay...)``. Its first member, a{sv}, is
+    variable-sized, so the tuple's last framing offset (at the very end of the file) says
+    where it ends; the big-endian ``t`` follows at the next 8-byte boundary.
+    """
+    data = bytearray(superblock.read_bytes())
+    width = _offset_size(len(data))
+    metadata_end = int.from_bytes(data[-width:], "little")
+    offset = (metadata_end + 7) & ~7
+    if offset + 8 > len(data) - width:
+        raise ExportError(f"{superblock}: not a static-delta superblock (bad framing)")
+    data[offset : offset + 8] = struct.pack(">Q", timestamp)
+    _rewrite(superblock, bytes(data))
+
+
+def pin_summary_timestamp(summary: Path, timestamp: int) -> None:
+    """Overwrite ``ostree.summary.last-modified`` in a summary with ``timestamp``.
+
+    The entry is ``{sv}`` = key string, NUL, then the variant at the next 8-byte boundary:
+    8 value bytes, NUL, type ``t``. ostree writes the value in host byte order.
+    """
+    data = bytearray(summary.read_bytes())
+    at = data.find(SUMMARY_LAST_MODIFIED_KEY)
+    if at < 0:
+        return  # an ostree that does not stamp summaries: nothing to pin
+    offset = (at + len(SUMMARY_LAST_MODIFIED_KEY) + 7) & ~7
+    if data[offset + 8 : offset + 10] != b"\x00t":
+        raise ExportError(f"{summary}: ostree.summary.last-modified: expected a uint64 variant")
+    order = "<" if struct.unpack("<Q", data[offset : offset + 8])[0] < 2**40 else ">"
+    data[offset : offset + 8] = struct.pack(f"{order}Q", timestamp)
+    _rewrite(summary, bytes(data))
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    mode = path.stat().st_mode & 0o7777
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _generate_delta(
+    scratch_repo: Path, export_repo: Path, from_commit: str | None, to_commit: str, ts: int
+) -> Delta:
+    """Generate one delta in ``scratch_repo`` and copy it into ``export_repo``."""
+    args = ["static-delta", "generate", f"--to={to_commit}"]
+    args.append(f"--from={from_commit}" if from_commit else "--empty")
+    ostree(scratch_repo, *args)
+    relpath = delta_relpath(from_commit, to_commit)
+    source = scratch_repo / relpath
+    if not (source / "superblock").is_file():
+        raise ExportError(f"{scratch_repo}: static-delta generate wrote no {relpath}/superblock")
+    pin_superblock_timestamp(source / "superblock", ts)
+    target = export_repo / relpath
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    size = _tree_bytes(target)
+    log.info("delta %s -> %s: %d bytes", from_commit or "scratch", to_commit[:12], size)
+    return Delta(from_commit, to_commit, size)
+
+
+# --- the export -------------------------------------------------------------------------
+
+
+def count_objects(repo: Path) -> tuple[int, int]:
+    """Number and total size of the files under ``objects/``."""
+    count = size = 0
+    for path in (repo / "objects").rglob("*"):
+        if path.is_file():
+            count += 1
+            size += path.stat().st_size
+    return count, size
+
+
+def export_commit(
+    work_repo: Path,
+    ref: str,
+    commit: str,
+    dest: Path,
+    previous: Sequence[Path] = (),
+    delta_from_scratch: bool = False,
+    signing: SigningKey | None = None,
+    scratch_dir: Path | None = None,
+    timestamp: int | None = None,
+) -> ExportResult:
+    """Build the export repo at ``dest`` (created whole or not at all).
+
+    ``previous``: earlier builds (archives or repos) to generate static deltas from.
+    ``timestamp``: pinned into delta superblocks and the summary; default: the commit's.
+    """
+    work_repo, dest = Path(work_repo), Path(dest)
+    commit = rev_parse(work_repo, commit)
+    ts = timestamp if timestamp is not None else commit_timestamp(work_repo, commit)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="export-", dir=scratch_dir) as scratch_name:
+        scratch = Path(scratch_name)
+        with atomic_output(dest) as repo:
+            result = _populate(work_repo, ref, commit, repo, previous, delta_from_scratch,
+                               signing, scratch, ts)
+        result.repo = dest
+    return result
+
+
+def _populate(
+    work_repo: Path,
+    ref: str,
+    commit: str,
+    repo: Path,
+    previous: Sequence[Path],
+    delta_from_scratch: bool,
+    signing: SigningKey | None,
+    scratch: Path,
+    ts: int,
+) -> ExportResult:
+    _pull_commit(work_repo, ref, commit, repo)
+    if signing is not None:
+        # before the deltas: each superblock embeds the commit's detached metadata
+        ostree(repo, "gpg-sign", *_homedir_args(signing), commit, signing.key_id)
+    deltas = _make_deltas(repo, ref, commit, previous, delta_from_scratch, scratch, ts)
+    _write_summary(repo, signing, ts)
+    ostree(repo, "fsck")
+    _tidy(repo)
+    count, size = count_objects(repo)
+    log.info("export: %s @ %s, %d objects, %d bytes, %d deltas",
+             ref, commit[:12], count, size, len(deltas))
+    return ExportResult(repo, ref, commit, ts, deltas, count, size, signing is not None)
+
+
+def _homedir_args(signing: SigningKey) -> list[str]:
+    return [f"--gpg-homedir={signing.homedir}"] if signing.homedir else []
+
+
+def _pull_commit(work_repo: Path, ref: str, commit: str, repo: Path) -> None:
+    ostree(repo, "init", "--mode=archive")
+    ostree(repo, "pull-local", "--depth=0", str(work_repo), commit)
+    ostree(repo, "refs", f"--create={ref}", commit)
+
+
+def _make_deltas(
+    repo: Path,
+    ref: str,
+    commit: str,
+    previous: Sequence[Path],
+    delta_from_scratch: bool,
+    scratch: Path,
+    ts: int,
+) -> list[Delta]:
+    if not previous and not delta_from_scratch:
+        return []
+    delta_repo = scratch / "delta-repo"
+    ostree(delta_repo, "init", "--mode=archive")
+    # from the export repo, so detached metadata (signatures) lands in the superblocks
+    ostree(delta_repo, "pull-local", "--depth=0", str(repo), commit)
+    deltas: list[Delta] = []
+    seen: set[str] = set()
+    for path in previous:
+        prev = open_previous(Path(path), ref, scratch)
+        if prev.commit == commit or prev.commit in seen:
+            log.info("previous %s: commit %s already covered, no delta", path, prev.commit[:12])
+            continue
+        seen.add(prev.commit)
+        ostree(delta_repo, "pull-local", "--depth=0", str(prev.repo), prev.commit)
+        delta = _generate_delta(delta_repo, repo, prev.commit, commit, ts)
+        if _worth_shipping(delta, repo, prev.repo):
+            deltas.append(delta)
+    if delta_from_scratch:
+        deltas.append(_generate_delta(delta_repo, repo, None, commit, ts))
+    return deltas
+
+
+def _object_sizes(repo: Path) -> dict[str, int]:
+    return {str(p.relative_to(repo)): p.stat().st_size
+            for p in (repo / "objects").rglob("*") if p.is_file()}
+
+
+def _worth_shipping(delta: Delta, repo: Path, previous_repo: Path) -> bool:
+    """Drop a delta that costs clearly more than fetching the changed objects one by one.
+
+    When files are rewritten rather than edited, bsdiff output compresses worse than the
+    new objects themselves, and a node would download more with the delta than without.
+    The changed objects are those of the export repo that the previous build's repo lacks
+    (an exported repo holds exactly its commit's objects). The margin keeps deltas that
+    are only a little larger: one or two requests beat dozens of small ones.
+    """
+    known = _object_sizes(previous_repo)
+    changed = sum(size for name, size in _object_sizes(repo).items() if name not in known)
+    if delta.bytes <= changed + DELTA_MARGIN_BYTES:
+        return True
+    directory = repo / delta_relpath(delta.from_commit, delta.to_commit)
+    shutil.rmtree(directory)
+    if not any(directory.parent.iterdir()):
+        directory.parent.rmdir()
+    log.info("delta %s -> %s not shipped: %d bytes, more than the %d bytes of changed objects",
+             (delta.from_commit or "scratch")[:12], delta.to_commit[:12], delta.bytes, changed)
+    return False
+
+
+def _write_summary(repo: Path, signing: SigningKey | None, ts: int) -> None:
+    if signing is not None:
+        # ostree signs only while regenerating (`summary` alone refuses: "use -u"), so a
+        # signed summary keeps ostree's wall-clock stamp; its signature differs per run
+        # anyway, so a signed build is never byte-reproducible.
+        ostree(repo, "summary", "--update", *signing.ostree_args())
+        return
+    ostree(repo, "summary", "--update")
+    pin_summary_timestamp(repo / "summary", ts)
+
+
+def _tidy(repo: Path) -> None:
+    """Drop ostree's scratch state; only content-bearing files go into the archive."""
+    tmp = repo / "tmp"
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+        tmp.mkdir()
+    (repo / ".lock").unlink(missing_ok=True)

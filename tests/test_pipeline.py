@@ -1,0 +1,169 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The whole local pipeline (`koji-hostimage build`) on the example content: real RPMs,
+the dnf engine, real ostree, the OCI writer, and skopeo/umoci reading the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from koji_hostimage import oci
+from koji_hostimage.cli import main
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.inspect import load_image
+from koji_hostimage.manifest import HostImageManifest
+from koji_hostimage.pipeline import BuildRequest, build_host_image
+
+ARCH = "x86_64"
+
+
+def request(example, output_dir: Path, **extra) -> BuildRequest:
+    return BuildRequest(treefile=example.treefile, output_dir=output_dir, arch=ARCH,
+                        engine="dnf", **extra)
+
+
+@pytest.fixture(scope="module")
+def built(example_content, tmp_path_factory: pytest.TempPathFactory):
+    """One build through the CLI, as a user runs it."""
+    out = tmp_path_factory.mktemp("pipeline-out")
+    code = main(["build", str(example_content.treefile), "-o", str(out), "--arch", ARCH,
+                 "--engine", "dnf", "--version", "1.0.0", "--release", "3",
+                 "--scm-url", "https://example.invalid/os.git", "--scm-revision", "abc123"])
+    assert code == 0
+    return out
+
+
+def test_build_writes_the_three_outputs_and_nothing_else(built: Path):
+    stem = "host-1.0.0-3.x86_64"
+    assert sorted(p.name for p in built.iterdir()) == sorted([
+        f"{stem}.oci.tar", f"{stem}.hostimage.json", f"{stem}.compose.json",
+        f"{stem}.compose.log"])
+    compose_json = json.loads((built / f"{stem}.compose.json").read_text())
+    manifest = HostImageManifest.load(built / f"{stem}.hostimage.json")
+    assert compose_json["ostree-commit"] == manifest.commit
+    assert compose_json["ref"] == manifest.ref == "example/x86_64/host"
+
+
+def test_manifest_describes_the_commit(built: Path, example_content):
+    outer = HostImageManifest.load(built / "host-1.0.0-3.x86_64.hostimage.json")
+    assert (outer.name, outer.version, outer.release, outer.arch) == ("host", "1.0.0", "3",
+                                                                     ARCH)
+    assert outer.engine == "dnf" and len(outer.inputhash) == 64
+    assert sorted(p.nevra for p in outer.packages) == sorted(example_content.nevras)
+    assert outer.source.scm_url == "https://example.invalid/os.git"
+    assert outer.source.revision == "abc123"
+    archive = built / outer.archive_name
+    assert outer.oci is not None and outer.oci.archive == archive.name
+    assert outer.oci.archive_size == archive.stat().st_size
+    # the copy inside is the same document without the oci block
+    inner = load_image(archive).manifest
+    assert inner.oci is None
+    inner.oci = outer.oci
+    assert inner.to_json() == outer.to_json()
+    # the commit carries what the manifest says (read back with ostree from the archive)
+    with oci.OciArchive(archive) as image:
+        assert image.manifest_digest == outer.oci.manifest_digest
+        assert image.labels["com.coreos.ostree-commit"] == outer.commit
+        assert image.labels["org.opencontainers.image.source"] == outer.source.scm_url
+        assert image.labels["version"] == "1.0.0"
+        assert image.ref_name == "1.0.0"
+        assert len(image.layers) == 1 and image.config["config"].get("Cmd") is None
+
+
+def test_skopeo_and_umoci_read_the_archive(built: Path, tmp_path: Path):
+    archive = built / "host-1.0.0-3.x86_64.oci.tar"
+    outer = HostImageManifest.load(built / "host-1.0.0-3.x86_64.hostimage.json")
+    shown = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"],
+                                      check=True, capture_output=True, text=True).stdout)
+    assert shown["Digest"] == outer.oci.manifest_digest
+    assert shown["Labels"]["com.coreos.ostree-commit"] == outer.commit
+    assert shown["Architecture"] == "amd64"
+    layout = tmp_path / "layout"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{archive}", f"oci:{layout}:img"],
+                   check=True, capture_output=True)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:img",
+                    str(bundle)], check=True, capture_output=True)
+    repo = bundle / "srv" / "repo"
+    out = subprocess.run(["ostree", "rev-parse", f"--repo={repo}", outer.ref], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    assert out == outer.commit
+    subprocess.run(["ostree", "fsck", f"--repo={repo}"], check=True, capture_output=True)
+
+
+def test_unchanged_inputs_build_nothing(example_content, tmp_path: Path):
+    work_repo = tmp_path / "work-repo"
+    first = build_host_image(request(example_content, tmp_path / "a", version="1",
+                                     work_repo=work_repo))
+    assert first.changed and first.archive is not None and first.archive.is_file()
+    again = build_host_image(request(example_content, tmp_path / "b", version="1",
+                                     work_repo=work_repo))
+    assert not again.changed and again.archive is None and again.manifest is None
+    assert again.commit == first.commit
+    assert not list((tmp_path / "b").iterdir())  # not even a scratch dir left behind
+
+
+def test_interrupted_build_leaves_nothing_and_reruns(example_content, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "out"
+    real_write = oci.write_oci_archive
+
+    def write_then_die(dest, content_dir, spec):
+        real_write(dest, content_dir, spec)  # the archive is complete in staging...
+        raise KeyboardInterrupt  # ...and the build is interrupted before publishing
+
+    monkeypatch.setattr(oci, "write_oci_archive", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build_host_image(request(example_content, out, version="2"))
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(oci, "write_oci_archive", real_write)
+    result = build_host_image(request(example_content, out, version="2"))
+    assert result.archive is not None and result.archive.is_file()
+    assert sorted(os.listdir(out)) == sorted([
+        "host-2-1.x86_64.oci.tar", "host-2-1.x86_64.hostimage.json",
+        "host-2-1.x86_64.compose.json", "host-2-1.x86_64.compose.log"])
+
+
+def test_base_image_layers_come_first_and_cmd_is_set(example_content, built: Path,
+                                                     tmp_path: Path):
+    base = built / "host-1.0.0-3.x86_64.oci.tar"  # any OCI archive serves as a base
+    result = build_host_image(request(example_content, tmp_path, version="4",
+                                      base_image=base, server_cmd=["/bin/serve", "8080"]))
+    with oci.OciArchive(base) as base_image, oci.OciArchive(result.archive) as image:
+        assert [la.digest for la in image.layers][:1] == [base_image.layers[0].digest]
+        assert len(image.layers) == 2
+        assert image.config["config"]["Cmd"] == ["/bin/serve", "8080"]
+        assert "8080/tcp" in image.config["config"]["ExposedPorts"]
+
+
+def test_version_defaults_to_the_treefile_prefix(example_content, tmp_path: Path):
+    result = build_host_image(request(example_content, tmp_path))
+    assert result.manifest is not None
+    assert result.manifest.version.startswith("1.0")  # automatic-version-prefix: "1.0"
+    assert result.archive.name == f"host-{result.manifest.version}-1.x86_64.oci.tar"
+
+
+def test_bad_inputs_are_named(example_content, tmp_path: Path):
+    with pytest.raises(HostImageError, match="nope.yaml"):
+        build_host_image(BuildRequest(treefile=tmp_path / "nope.yaml",
+                                      output_dir=tmp_path / "o1", arch=ARCH, engine="dnf"))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    with pytest.raises(HostImageError, match="junk: previous build: expected"):
+        build_host_image(request(example_content, tmp_path / "o2", version="5",
+                                 previous=[junk]))
+    assert list((tmp_path / "o2").iterdir()) == []
+    assert main(["build", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "o3"),
+                 "--engine", "dnf"]) == 1
+
+
+def test_server_cmd_must_be_a_json_list(example_content, tmp_path: Path, caplog):
+    code = main(["build", str(example_content.treefile), "-o", str(tmp_path / "o"),
+                 "--engine", "dnf", "--server-cmd", "python3 -m http.server"])
+    assert code == 1
+    assert "--server-cmd: expected a JSON list of strings" in caplog.text
+    assert not (tmp_path / "o").exists()
