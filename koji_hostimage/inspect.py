@@ -260,3 +260,43 @@ def format_diff(diff: BuildDiff) -> str:
         lines.append(f"{label + ':':<14}{size.old if size.old is not None else '?'} -> "
                      f"{size.new if size.new is not None else '?'} ({_signed(size.change)})")
     return "\n".join(lines)
+
+
+# --- Koji builds ------------------------------------------------------------------------
+
+
+def diff_koji_builds(session: Any, topurl: str, old_nvr: str, new_nvr: str,
+                     arch: str | None = None) -> BuildDiff:
+    """Compare two Koji builds (NVRs) of host images, one arch of each.
+
+    ``arch`` may be left out when the two builds share exactly one arch.
+    """
+    old = _koji_manifests_by_arch(session, topurl, old_nvr)
+    new = _koji_manifests_by_arch(session, topurl, new_nvr)
+    common = sorted(old.keys() & new.keys())
+    if arch is None:
+        if len(common) != 1:
+            raise HostImageError(
+                f"diff {old_nvr} {new_nvr}: expected --arch, one of "
+                f"{', '.join(common) or '(no arch in common)'}"
+            )
+        arch = common[0]
+    if arch not in common:
+        raise HostImageError(f"diff {old_nvr} {new_nvr}: arch {arch!r} is not in both "
+                             f"builds (common: {', '.join(common) or 'none'})")
+    (a, a_size), (b, b_size) = old[arch], new[arch]
+    return diff_manifests(a, b, a_size, b_size)
+
+
+def _koji_manifests_by_arch(session: Any, topurl: str, nvr: str
+                            ) -> dict[str, tuple[HostImageManifest, int | None]]:
+    from .manifest_sources import from_koji_nvr  # report side; not needed for local diffs
+
+    entries, skipped = from_koji_nvr(session, topurl, nvr)
+    if skipped:
+        reasons = "; ".join(f"{s.origin}: {s.reason}" for s in skipped)
+        raise HostImageError(f"Koji build {nvr}: unusable manifest: {reasons}")
+    if not entries:
+        raise HostImageError(f"Koji build {nvr}: no *.hostimage.json archive (not a host "
+                             "image build?)")
+    return {e.manifest.arch: (e.manifest, e.archive_size) for e in entries}

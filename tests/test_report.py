@@ -18,6 +18,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import koji
 import productmd.images
 import pytest
 
@@ -239,3 +240,54 @@ def test_koji_unknown_package_is_a_clear_error(koji_topdir):
     session, topurl = koji_topdir
     with pytest.raises(Exception, match="no package named 'nope'"):
         manifest_sources.from_koji(session, topurl, "nope")
+
+
+@pytest.fixture()
+def koji_hub_url(koji_topdir):
+    """The stand-in Koji session behind a real XML-RPC endpoint on 127.0.0.1, so the
+    command's real koji.ClientSession talks to it over HTTP."""
+    from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+    class Quiet(SimpleXMLRPCRequestHandler):
+        rpc_paths = ("/kojihub",)
+
+        def log_message(self, *args):
+            pass
+
+    session, topurl = koji_topdir
+    server = SimpleXMLRPCServer(("127.0.0.1", 0), requestHandler=Quiet, allow_none=True,
+                                logRequests=False)
+
+    class KojiDispatch:
+        """Unpacks keyword arguments as kojixmlrpc does (koji.decode_args)."""
+
+        def _dispatch(self, method, params):
+            args, kwargs = koji.decode_args(*params)
+            return getattr(session, method)(*args, **kwargs)
+
+    server.register_instance(KojiDispatch())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/kojihub", topurl
+    server.shutdown()
+    server.server_close()
+
+
+def test_diff_two_koji_builds_by_nvr(koji_hub_url, capsys):
+    hub, topurl = koji_hub_url
+    code = cli_main(["diff", "example-host-1-1", "example-host-2-1", "--json",
+                     "--koji-hub", hub, "--koji-topurl", topurl])
+    assert code == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert (diff["old"]["nvr"], diff["new"]["nvr"]) == ("example-host-1-1", "example-host-2-1")
+    assert [c["name"] for c in diff["packages"]["upgraded"]] == ["greeter"]
+    assert diff["commit_changed"] is True
+    assert diff["archive_size"]["old"] > 0 and diff["archive_size"]["new"] > 0
+
+
+def test_diff_koji_unknown_build_or_arch(koji_hub_url, capsys):
+    hub, topurl = koji_hub_url
+    koji_args = ["--koji-hub", hub, "--koji-topurl", topurl]
+    assert cli_main(["diff", "example-host-1-1", "nope-1-1", *koji_args]) == 1
+    assert cli_main(["diff", "example-host-1-1", "example-host-2-1", "--arch", "s390x",
+                     *koji_args]) == 1
