@@ -247,7 +247,9 @@ def test_wait_watches_until_the_task_succeeds(plugin, capsys):
     parent = min(hub.tasks)
     assert "Watching tasks (this may be safely interrupted)..." in out
     assert f"{parent} hostImageBuild (noarch): free -> open (builder-01.example.com)" in out
-    assert "createHostImage (aarch64)" in out
+    # koji.taskLabel adds ", unknown args" once the builder plugin (loaded by other test
+    # modules) has registered the real createHostImage signature: match the stable part
+    assert "createHostImage (aarch64" in out
     assert f"{parent} hostImageBuild (noarch) completed successfully" in out
     # watched to the end: the parent reached its last scripted state
     assert hub.tasks[parent].calls >= len(hub.parent_states)
