@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Benchmark: a full `ostree pull` through `koji-hostimage serve` vs through nginx.
+
+DESIGN section 9 target: our server takes at most 1.4x nginx's time, with 1 client and
+with 8 clients pulling at once. Everything is measured in the same run on the same repo:
+
+1. Build (or reuse from --cache) an archive-mode repo: one commit of generated text files
+   (at least 20,000 objects by default, a few hundred MB before compression), plus an OCI
+   archive holding it as srv/repo/ in an uncompressed content layer.
+2. Start nginx (Debian's nginx-light: daemon off, root = the repo, sendfile, keep-alive,
+   access log on, temp config and logs in a temp dir, 127.0.0.1 on a free port) and our
+   server twice (`koji-hostimage serve REPO` and `... serve ARCHIVE`, as separate
+   processes with their request log on, as nginx has its access log).
+3. For 1 and for 8 clients: fresh client repos (`ostree init --mode=archive`, remote
+   without GPG), then time the pulls (started together, timed until the last one ends).
+   Runs are interleaved across servers (and who goes first rotates) so machine load hits
+   all of them alike; the best of --runs counts. The server's CPU seconds per run are
+   printed too: on a loaded machine they are steadier than wall time.
+
+Prints seconds per server and the ratio ours/nginx with PASS/FAIL against 1.4x; exits 1
+on any FAIL. All servers are stopped at the end, also on errors or Ctrl-C.
+
+Client repos get ``core.fsync=false`` by default (--client-fsync keeps it on): with
+fsync the pull times are dominated by the disk, which hides server differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+TARGET_RATIO = 1.4
+REF = "bench/x86_64/pull"
+GENERATOR_VERSION = 1
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 120.0
+PULL_TIMEOUT = 1800.0
+
+# -- the repo and archive ------------------------------------------------------------------
+
+
+def _words(rng: random.Random, count: int) -> bytes:
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    vocabulary = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 11))) for _ in range(4000)
+    ]
+    lines = []
+    for _ in range(count // 10):
+        lines.append(" ".join(rng.choice(vocabulary) for _ in range(10)))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def generate_tree(root: Path, objects: int, seed: int = 42) -> int:
+    """Write ``objects`` documentation-like files (compressible text, sizes from a few
+    hundred bytes to ~200 KB, each unique); returns the total bytes written."""
+    rng = random.Random(seed)
+    corpus = _words(rng, 600_000)  # ~4 MB of text to slice files from
+    total = 0
+    per_dir = 100
+    for i in range(objects):
+        directory = root / "usr/share/doc" / f"pkg{i // per_dir:04d}"
+        if i % per_dir == 0:
+            directory.mkdir(parents=True, exist_ok=True)
+        roll = rng.random()
+        if roll < 0.70:
+            size = rng.randint(200, 8_000)
+        elif roll < 0.95:
+            size = rng.randint(8_000, 40_000)
+        else:
+            size = rng.randint(40_000, 200_000)
+        start = rng.randint(0, len(corpus) - size - 1)
+        data = b"file %d\n" % i + corpus[start : start + size]
+        (directory / f"file{i:06d}.txt").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def build_repo(repo: Path, objects: int, work: Path) -> None:
+    tree = work / "tree"
+    generate_tree(tree, objects)
+    _run(["ostree", "init", "--mode=archive", f"--repo={repo}"])
+    _run(
+        [
+            "ostree",
+            "commit",
+            f"--repo={repo}",
+            f"--branch={REF}",
+            f"--tree=dir={tree}",
+            "--subject=bench",
+            "--add-metadata-string=version=1",
+        ]
+    )
+    _run(["ostree", "summary", "-u", f"--repo={repo}"])
+    shutil.rmtree(tree)
+
+
+def _blob(tar: tarfile.TarFile, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
+    info.size = len(data)
+    tar.addfile(info, _BytesReader(data))
+    return f"sha256:{digest}"
+
+
+class _BytesReader:
+    def __init__(self, data: bytes):
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end]
+        self._pos += len(chunk)
+        return bytes(chunk)
+
+
+def build_archive(repo: Path, archive: Path, work: Path) -> None:
+    """A minimal OCI image layout tar with one uncompressed layer holding srv/repo/."""
+    layer = work / "layer.tar"
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(repo, arcname="srv/repo")
+    digest = hashlib.sha256()
+    with open(layer, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    layer_digest = digest.hexdigest()
+    layer_size = layer.stat().st_size
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        layout = b'{"imageLayoutVersion": "1.0.0"}'
+        info = tarfile.TarInfo("oci-layout")
+        info.size = len(layout)
+        tar.addfile(info, _BytesReader(layout))
+        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        config_digest = _blob(tar, config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_digest}",
+                        "size": layer_size,
+                    }
+                ],
+            }
+        ).encode()
+        manifest_digest = _blob(tar, manifest)
+        tar.add(layer, arcname=f"blobs/sha256/{layer_digest}")
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": len(manifest),
+                    }
+                ],
+            }
+        ).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(index)
+        tar.addfile(info, _BytesReader(index))
+    layer.unlink()
+
+
+def prepare(cache: Path, objects: int) -> tuple[Path, Path]:
+    """The repo and archive for ``objects`` files, built once and kept in ``cache``."""
+    final = cache / f"pull-bench-{objects}-v{GENERATOR_VERSION}"
+    repo, archive = final / "repo", final / "image.oci.tar"
+    if repo.is_dir() and archive.is_file():
+        return repo, archive
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache))
+    work.chmod(0o755)  # nginx workers run as an unprivileged user and must read the repo
+    try:
+        print(f"building a repo of {objects} files in {final} (once) ...", flush=True)
+        started = time.monotonic()
+        build_repo(work / "repo", objects, work)
+        build_archive(work / "repo", work / "image.oci.tar", work)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(work, final)  # whole or not at all: an interrupted build is redone
+        print(f"  built in {time.monotonic() - started:.1f} s", flush=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return repo, archive
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} during startup")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start listening on {port}")
+
+
+NGINX_CONF = """\
+daemon off;
+worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(root: Path, tmp: Path) -> Iterator[tuple[str, int]]:
+    """nginx serving ``root``; yields (url, master pid)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for attempt in range(5):
+        port = _free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
+        argv = ["nginx", "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            try:
+                _wait_for_port(port, proc, "nginx")
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+                continue  # someone took the port between our probe and nginx's bind
+            yield f"http://127.0.0.1:{port}/", proc.pid
+            return
+        finally:
+            _stop(proc)
+
+
+@contextlib.contextmanager
+def ours(path: Path, log: Path) -> Iterator[tuple[str, int, float]]:
+    """`koji-hostimage serve PATH --port 0` as its own process, its log (one line per
+    request, as nginx's access log) going to a file; yields (url, pid, startup seconds)."""
+    argv = [sys.executable, "-m", "koji_hostimage.cli", "serve", str(path), "--port", "0"]
+    started = time.monotonic()
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        deadline = started + STARTUP_TIMEOUT
+        while True:
+            match = re.search(r"serving .* on (http://\S+)", log.read_text(errors="replace"))
+            if match:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"koji-hostimage serve did not start:\n{log.read_text()}")
+            time.sleep(0.02)
+        yield match.group(1), proc.pid, time.monotonic() - started
+    finally:
+        _stop(proc)
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its direct children (nginx's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+
+
+# -- pulls ---------------------------------------------------------------------------------
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=PULL_TIMEOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
+
+
+def timed_pulls(url: str, clients: int, work: Path, fsync: bool) -> float:
+    """Fresh client repos (set up untimed), then ``clients`` pulls at once; wall seconds."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    repos = []
+    for i in range(clients):
+        repo = work / f"client{i}"
+        _run(["ostree", "init", "--mode=archive", f"--repo={repo}"])
+        if not fsync:
+            _run(["ostree", "config", f"--repo={repo}", "set", "core.fsync", "false"])
+        _run(["ostree", "remote", "add", f"--repo={repo}", "--no-gpg-verify", "origin", url])
+        repos.append(repo)
+    os.sync()  # flush the previous run's deletions now rather than during this run
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            ["ostree", "pull", f"--repo={repo}", "origin", REF],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for repo in repos
+    ]
+    outputs = [proc.communicate(timeout=PULL_TIMEOUT)[0] for proc in procs]
+    elapsed = time.monotonic() - started
+    for proc, output in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"ostree pull from {url} failed:\n{output.decode()}")
+    shutil.rmtree(work, ignore_errors=True)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=20_000, help="files in the commit")
+    parser.add_argument("--runs", type=int, default=3, help="best of N per measurement")
+    parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--modes", default="directory,archive", help="our server's modes")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-cache"))
+    parser.add_argument("--client-fsync", action="store_true", help="keep fsync in clients")
+    args = parser.parse_args()
+    client_counts = [int(c) for c in args.clients.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+
+    repo, archive = prepare(args.cache, args.objects)
+    n_objects = sum(1 for _ in (repo / "objects").rglob("*.*"))
+    repo_mb = sum(p.stat().st_size for p in (repo / "objects").rglob("*.*")) / 1e6
+    archive_mb = archive.stat().st_size / 1e6
+    fsync = "on" if args.client_fsync else "off"
+    print(
+        f"repo: {n_objects} objects, {repo_mb:.0f} MB; archive {archive_mb:.0f} MB; "
+        f"best of {args.runs}; client fsync {fsync}"
+    )
+    print(f"load average at start: {os.getloadavg()} (machine shared with other work)")
+
+    with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp_name:
+        tmp = Path(tmp_name)
+        with contextlib.ExitStack() as stack:
+            servers = {"nginx": stack.enter_context(nginx(repo, tmp / "nginx"))}
+            for mode in modes:
+                path = repo if mode == "directory" else archive
+                url, pid, startup = stack.enter_context(ours(path, tmp / f"ours-{mode}.log"))
+                servers[f"ours-{mode}"] = (url, pid)
+                print(f"ours-{mode}: ready in {startup:.2f} s (includes indexing the archive)")
+            best: dict[tuple[str, int], tuple[float, float]] = {}
+            for clients in client_counts:
+                for run in range(args.runs):
+                    # Rotate who goes first: a run can inherit disk writeback from the
+                    # one before it, and that should not always hit the same server.
+                    names = list(servers)
+                    shift = run % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        url, pid = servers[name]
+                        cpu_before = server_cpu_seconds(pid)
+                        seconds = timed_pulls(url, clients, tmp / "clients", args.client_fsync)
+                        cpu = server_cpu_seconds(pid) - cpu_before
+                        key = (name, clients)
+                        best[key] = min(best.get(key, (seconds, cpu)), (seconds, cpu))
+                        print(
+                            f"  clients={clients} run={run + 1} {name}: {seconds:.2f} s "
+                            f"(server CPU {cpu:.2f} s)",
+                            flush=True,
+                        )
+    print()
+    print(f"load average at end: {os.getloadavg()}")
+    print(f"{'clients':>7}  {'server':<16} {'best s':>8} {'its CPU s':>9}  {'ours/nginx':>10}")
+    failed = False
+    for clients in client_counts:
+        base, base_cpu = best[("nginx", clients)]
+        print(f"{clients:>7}  {'nginx':<16} {base:>8.2f} {base_cpu:>9.2f}")
+        for mode in modes:
+            seconds, cpu = best[(f"ours-{mode}", clients)]
+            ratio = seconds / base
+            verdict = "PASS" if ratio <= TARGET_RATIO else "FAIL"
+            failed |= verdict == "FAIL"
+            print(
+                f"{clients:>7}  {'ours-' + mode:<16} {seconds:>8.2f} {cpu:>9.2f}  "
+                f"{ratio:>9.2f}x {verdict} (target <= {TARGET_RATIO}x)"
+            )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
