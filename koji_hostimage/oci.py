@@ -16,7 +16,8 @@ the layer is written exactly once and never held in memory.
 
 The reader (``OciArchive``) indexes the outer tar once and gives byte offsets of blobs and
 of the files inside an uncompressed content layer, so a server can answer requests for
-``srv/repo/...`` straight from the archive.
+``srv/repo/...`` straight from the archive (``server.ArchiveTree`` does, through
+``uncompressed_content_layer`` and ``iter_content_members``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ KOJI_TO_OCI_ARCH = {
     "ppc64le": "ppc64le",
     "s390x": "s390x",
 }
+
+# Leading bytes of compressed layers whose media type claims a plain tar.
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _PLACEHOLDER_DIGEST = "0" * 64
@@ -543,7 +548,10 @@ class OciArchive:
         try:
             self._file_size = os.fstat(self._fd).st_size
             if self._file_size < BLOCK:
-                raise ArchiveError(f"{self.path}: not a tar archive: only {self._file_size} bytes")
+                raise ArchiveError(
+                    f"{self.path}: not a tar archive, so not an OCI archive: only "
+                    f"{self._file_size} bytes"
+                )
             self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
             self._members = self._index_members()
             self._load(architecture)
@@ -574,10 +582,12 @@ class OciArchive:
         try:
             for header in scan_tar(self._map, 0, self._file_size, str(self.path)):
                 if header.kind == "file":
-                    members[_normalize(header.name)] = (header.offset, header.size)
+                    members[normalize_member_name(header.name)] = (header.offset, header.size)
         except ArchiveError as exc:
             if not members:  # not even one good header: say what the file is not
-                raise ArchiveError(f"{self.path}: not a tar archive ({exc})") from exc
+                raise ArchiveError(
+                    f"{self.path}: not a tar archive, so not an OCI archive ({exc})"
+                ) from exc
             raise
         return members
 
@@ -732,6 +742,24 @@ class OciArchive:
             raise ArchiveError(f"{self.path}: the image has no layers")
         return self.layers[-1]
 
+    def uncompressed_content_layer(self) -> LayerInfo:
+        """The content layer, checked to be a plain tar: its files' ``offset`` is set, so
+        they can be read (or served) in place. ArchiveError naming the file for a
+        compressed layer, by its media type or by its first bytes when the media type
+        claims a plain tar."""
+        layer = self.content_layer()
+        head = os.pread(self._fd, len(ZSTD_MAGIC), layer.offset)
+        sniffed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+        if layer.compressed or sniffed:
+            found = "compressed bytes" if sniffed else "compressed"
+            raise ArchiveError(
+                f"{self.path}: the content layer {layer.digest} is {found} (media type "
+                f"{layer.media_type}); reading files in place needs an uncompressed content "
+                "layer (rebuild the archive with one, or extract the image and serve its "
+                "repo directory)"
+            )
+        return layer
+
     def _iter_content(self) -> Iterator[tuple[ContentMember, Callable[[], BinaryIO] | None]]:
         """(member, opener) for each content entry; opener is None when ``offset`` is set.
 
@@ -742,6 +770,7 @@ class OciArchive:
         layer = self.content_layer()
         label = f"{self.path}: content layer {layer.digest}"
         if not layer.compressed:
+            self.uncompressed_content_layer()  # gzip bytes under a plain-tar media type
             assert self._map is not None
             end = layer.offset + layer.size
             for header in scan_tar(self._map, layer.offset, end, label):
@@ -774,7 +803,7 @@ class OciArchive:
 
     def read_content_file(self, relpath: str) -> bytes:
         """A regular file of the content layer, e.g. ``srv/hostimage.json``."""
-        wanted = _normalize(relpath)
+        wanted = normalize_member_name(relpath)
         for member, opener in self._iter_content():
             if member.name != wanted:
                 continue
@@ -850,7 +879,7 @@ class _Extractor:
             os.symlink(member.linkname, target)
             self.symlinks.add(relative)
         elif kind == "hardlink":
-            source = _normalize(member.linkname)
+            source = normalize_member_name(member.linkname)
             if not source.startswith(prefix):
                 raise ArchiveError(
                     f"{self.archive.path}: {member.name}: hard link to {member.linkname} "
@@ -929,7 +958,7 @@ def _content_member(
     name: str, kind: str, size: int, mode: int, mtime: int, linkname: str, offset: int | None
 ) -> ContentMember:
     return ContentMember(
-        name=_normalize(name),
+        name=normalize_member_name(name),
         kind=kind,
         size=size if kind == "file" else 0,
         mode=mode & 0o7777,
@@ -944,7 +973,7 @@ class _NullWriter:
         return len(data)
 
 
-def _normalize(name: str) -> str:
+def normalize_member_name(name: str) -> str:
     """Tar member name without a leading "./" or "/" and without a trailing "/"."""
     while name.startswith("./"):
         name = name[2:]

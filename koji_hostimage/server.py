@@ -42,6 +42,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -49,8 +50,8 @@ from resource import RLIM_INFINITY, RLIMIT_NOFILE, getrlimit
 from typing import Protocol
 from urllib.parse import unquote
 
-from .errors import HostImageError
-from .tarindex import FileRange, index_oci_archive
+from .errors import ArchiveError, HostImageError
+from .oci import ContentMember, OciArchive, normalize_member_name
 
 log = logging.getLogger(__name__)
 # One line per request: "PEER METHOD TARGET STATUS BODY-BYTES" (see AccessLog), on this
@@ -173,9 +174,11 @@ class DirectoryTree:
 class ArchiveTree:
     """Serve ``srv/repo/`` from an OCI archive's last (content) layer without unpacking.
 
-    The archive is indexed once at start (see :mod:`koji_hostimage.tarindex`); requests
-    are answered with ``os.sendfile`` from one shared descriptor at absolute offsets (the
-    file position is never used, so concurrent responses cannot disturb each other).
+    The archive is indexed once at start with :class:`koji_hostimage.oci.OciArchive`
+    (which finds the content layer through index.json and the manifest and gives each
+    file's absolute offset in the archive); requests are answered with ``os.sendfile``
+    from one shared descriptor at those offsets (the file position is never used, so
+    concurrent responses cannot disturb each other).
     """
 
     def __init__(self, path: Path | str, prefix: str = "srv/repo"):
@@ -184,13 +187,22 @@ class ArchiveTree:
             raise ServerError(f"{self.path}: expected an OCI archive file")
         self.prefix = prefix.strip("/")
         started = time.monotonic()
-        self._files, self._symlinks, self.layer = index_oci_archive(self.path, self.prefix)
+        with OciArchive(self.path) as archive:
+            self.layer = archive.uncompressed_content_layer()
+            self._files, self._symlinks = _served_tree(
+                archive.iter_content_members(), self.prefix
+            )
+        if not self._files:  # symlinks alone can only lead to files under the prefix
+            raise ArchiveError(
+                f"{self.path}: the content layer {self.layer.digest} has no files under "
+                f"{self.prefix}/"
+            )
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         log.debug(
             "indexed %d files of %s (layer %s) in %.2f s",
             len(self._files),
             self.path,
-            self.layer.layer_digest,
+            self.layer.digest,
             time.monotonic() - started,
         )
 
@@ -217,9 +229,9 @@ class ArchiveTree:
             entry = self._resolve_through_symlinks(relpath)
         if entry is None:
             return None
-        return Resource(self._fd, entry.offset, entry.size, owned=False)
+        return Resource(self._fd, entry[0], entry[1], owned=False)
 
-    def _resolve_through_symlinks(self, relpath: str) -> FileRange | None:
+    def _resolve_through_symlinks(self, relpath: str) -> tuple[int, int] | None:
         """Resolve symlinks inside the layer as the container would see them; the result
         must be a file under the prefix (a link pointing anywhere else is refused)."""
         pending = [*self.prefix.split("/"), *relpath.split("/")]
@@ -250,6 +262,47 @@ class ArchiveTree:
             log.warning("refused %s: symlink points out of /%s", relpath, self.prefix)
             return None
         return self._files.get(full[len(root) :])
+
+
+def _served_tree(
+    members: Iterable[ContentMember], prefix: str
+) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """What an archive serves: ``(files, symlinks)``.
+
+    ``files`` maps paths relative to ``prefix`` to ``(offset, size)`` in the archive, hard
+    links resolved to their target's data; ``symlinks`` maps layer paths (not relative)
+    to link targets, for :meth:`ArchiveTree._resolve_through_symlinks`. As when a tar is
+    unpacked, a later member replaces an earlier one of the same name.
+    """
+    root = prefix + "/"
+    cut = len(root)
+    by_name: dict[str, tuple[int, int]] = {}  # every file of the layer, for hard links
+    files: dict[str, tuple[int, int]] = {}
+    symlinks: dict[str, str] = {}
+    for member in members:
+        name = member.name
+        kind = member.kind
+        if kind == "file":
+            entry = (member.offset, member.size)
+        elif kind == "hardlink":
+            # A hard link shares the data of an earlier member (named by its full path).
+            target = by_name.get(normalize_member_name(member.linkname))
+            if target is None:
+                continue
+            entry = target
+        else:
+            if kind == "symlink":
+                symlinks[name] = member.linkname
+            by_name.pop(name, None)
+            if name.startswith(root):
+                files.pop(name[cut:], None)
+            continue
+        if symlinks:
+            symlinks.pop(name, None)
+        by_name[name] = entry
+        if name.startswith(root):
+            files[name[cut:]] = entry
+    return files, symlinks
 
 
 def open_tree(path: Path | str) -> DirectoryTree | ArchiveTree:

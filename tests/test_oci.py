@@ -401,6 +401,8 @@ def test_extract_refuses_a_non_empty_target(archive: Path, tmp_path: Path):
 def test_reader_handles_a_gzip_content_layer_from_umoci(base_image: Path, tmp_path: Path):
     with OciArchive(base_image) as image:
         assert image.content_layer().compressed
+        with pytest.raises(ArchiveError, match=f"{base_image}: .* uncompressed content layer"):
+            image.uncompressed_content_layer()  # its files have no offsets to read in place
         assert image.read_content_file("usr/bin/serve").startswith(b"#!/bin/sh")
         count = image.extract_content(tmp_path / "out", prefix="usr/")
     assert count == 1
@@ -580,6 +582,83 @@ def test_scan_tar_agrees_with_tarfile(tar_format: str, tmp_path: Path):
     assert {kinds["plain"], kinds["hard"]} == {"file", "hardlink"}  # whichever tar met first
     with pytest.raises(ArchiveError, match="truncated"):
         list(tarwriter.scan_tar(data, 0, len(data) // 2, str(out)))
+
+
+def _python_tar(fmt: int) -> bytes:
+    """A tar written by Python's tarfile in ``fmt``: long names, an empty and a multi-block
+    file, a hard link and a symlink."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for name, data in (
+            ("short", b"a" * 10),
+            ("d" * 60 + "/" + "e" * 60 + "/file", b"b" * 1000),  # ustar prefix, pax or GNU L
+            ("empty", b""),
+            ("big", os.urandom(5000)),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, kind, target in (("hard", tarfile.LNKTYPE, "short"),
+                                   ("sym", tarfile.SYMTYPE, "short")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_scan_tar_of_a_nested_tar_matches_tarfile(fmt: int):
+    """Offsets are absolute: a tar nested at an odd offset (as a layer sits inside an
+    archive) gives offsets into the outer bytes, matching tarfile's offset_data."""
+    data = _python_tar(fmt)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        expected = {
+            m.name: (m.offset_data, m.size if m.isfile() else 0, m.linkname)
+            for m in tar.getmembers()
+        }
+        big = tar.extractfile("big").read()
+    outer = b"\x00" * 1536 + data
+    scanned = list(tarwriter.scan_tar(outer, 1536, len(outer), "outer.tar"))
+    assert {h.name: (h.offset - 1536, h.size, h.linkname) for h in scanned} == expected
+    kinds = {h.name: h.kind for h in scanned}
+    assert (kinds["short"], kinds["hard"], kinds["sym"]) == ("file", "hardlink", "symlink")
+    (member,) = [h for h in scanned if h.name == "big"]
+    assert outer[member.offset : member.offset + member.size] == big
+
+
+def _reseal(header: bytearray, signed: bool = False) -> bytes:
+    """Recompute a header's checksum (as old writers did with ``signed``)."""
+    header[148:156] = b" " * 8
+    total = sum(b - 256 if signed and b > 127 else b for b in header)
+    header[148:156] = b"%06o\0 " % total
+    return bytes(header)
+
+
+def test_scan_tar_accepts_signed_checksums_and_ignores_gnu_time_fields(tmp_path: Path):
+    """Checked against GNU tar (tarfile would take the old GNU atime for a name prefix)."""
+    data = bytearray(_python_tar(tarfile.GNU_FORMAT))
+    first = bytearray(data[:512])
+    assert first[257:265] == b"ustar  \0" and first[0:5] == b"short"
+    first[345:357] = b"15000000000\0"  # old GNU: atime where ustar has its name prefix
+    first[99] = 0xE9  # a byte > 127 (after the name's NUL): signed and unsigned sums differ
+    data[:512] = _reseal(first, signed=True)
+    names = [h.name for h in tarwriter.scan_tar(data, 0, len(data), "old.tar")]
+    assert names[0] == "short"
+    old = tmp_path / "old.tar"
+    old.write_bytes(data)
+    assert run("tar", "-tf", old).splitlines() == names
+
+
+def test_scan_tar_refuses_gnu_sparse_members_and_bad_headers():
+    data = bytearray(_python_tar(tarfile.USTAR_FORMAT))
+    first = bytearray(data[:512])
+    first[156:157] = b"S"
+    sparse = bytes(_reseal(first)) + bytes(data[512:])
+    with pytest.raises(ArchiveError, match=r"sparse.tar: GNU sparse member at byte 0"):
+        list(tarwriter.scan_tar(sparse, 0, len(sparse), "sparse.tar"))
+    data[0] ^= 0xFF  # the stored checksum no longer matches
+    with pytest.raises(ArchiveError, match=r"bad.tar: not a tar header at byte 0"):
+        list(tarwriter.scan_tar(data, 0, len(data), "bad.tar"))
 
 
 def oci_archive_from_layer(tmp_path: Path, layer: bytes) -> Path:

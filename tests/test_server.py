@@ -35,7 +35,6 @@ from koji_hostimage.server import (
     HostImageServer,
     request_relpath,
 )
-from koji_hostimage.tarindex import iter_members
 
 REF = "hostimage/test/x86_64"
 SECRET = b"TOP-SECRET-outside-the-repo\n"
@@ -585,7 +584,7 @@ def test_serve_command_rejects_non_oci_file(tmp_path: Path):
     assert str(bogus) in result.stderr and "not an OCI archive" in result.stderr
 
 
-# -- archive errors and the tar index -----------------------------------------------------
+# -- archive errors and layouts (tar parsing itself: tests/test_oci.py) -------------------
 
 
 def test_gzip_layer_is_refused_with_a_clear_error(source: dict, tmp_path: Path):
@@ -617,44 +616,6 @@ def test_layer_without_repo_is_refused(tmp_path: Path):
         ArchiveTree(path)
 
 
-@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
-def test_tar_index_matches_tarfile(tmp_path: Path, fmt: int):
-    def add(tar: tarfile.TarFile) -> None:
-        _add_bytes(tar, "short", b"a" * 10)
-        deep = "d" * 60 + "/" + "e" * 60 + "/file"  # > 100 chars: prefix, pax or GNU L
-        _add_bytes(tar, deep, b"b" * 1000)
-        _add_bytes(tar, "empty", b"")
-        _add_bytes(tar, "big", os.urandom(5000))
-        info = tarfile.TarInfo("hard")
-        info.type = tarfile.LNKTYPE
-        info.linkname = "short"
-        tar.addfile(info)
-        _add_symlink(tar, "sym", "short")
-
-    data = _tar_bytes_fmt(add, fmt)
-    expected = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            expected[member.name] = (member.offset_data, member.size if member.isfile() else 0)
-    # Nest the tar at an odd offset, as a layer sits inside an archive.
-    outer = b"\x00" * 1536 + data
-    got = {m.name: (m.offset - 1536, m.size) for m in iter_members(outer, 1536, len(outer))}
-    assert got == expected
-    for member in iter_members(outer, 1536, len(outer)):
-        if member.name == "big":
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                assert outer[member.offset : member.offset + member.size] == (
-                    tar.extractfile("big").read()
-                )
-
-
-def _tar_bytes_fmt(add: Callable[[tarfile.TarFile], None], fmt: int) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
-        add(tar)
-    return buffer.getvalue()
-
-
 def test_archive_tree_serves_hardlinks_and_skips_base_layer(source: dict, tmp_path: Path):
     config = (source["repo"] / "config").read_bytes()
 
@@ -672,3 +633,53 @@ def test_archive_tree_serves_hardlinks_and_skips_base_layer(source: dict, tmp_pa
             assert resource is not None
             assert os.pread(resource.fd, resource.size, resource.offset) == config
         assert tree.lookup("missing") is None
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_archive_tree_serves_what_tarfile_extracts(tmp_path: Path, fmt: int):
+    """Every tar flavour's long names, hard links (also from and to long names, and to a
+    file outside the prefix) and a member replaced by a later one of the same name are
+    served as tarfile reads them."""
+    deep = "srv/repo/objects/" + "d" * 60 + "/" + "e" * 60  # > 100 chars with the file
+    members = [
+        ("srv/repo/config", b"[core]\nmode=archive\n"),
+        (f"{deep}/file.filez", os.urandom(3000)),
+        ("srv/repo/empty", b""),
+        ("srv/repo/summary", b"old summary"),
+        ("srv/repo/summary", b"new summary, written later"),
+        ("srv/other", b"outside the prefix"),
+    ]
+
+    def add(tar: tarfile.TarFile) -> None:
+        for name, data in members:
+            _add_bytes(tar, name, data)
+        links = [(f"{deep}/hard", "srv/repo/config"), ("srv/repo/hard-out", "srv/other")]
+        if fmt != tarfile.USTAR_FORMAT:  # ustar has no room for a link name this long
+            links.append(("srv/repo/hard", f"{deep}/file.filez"))
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info)
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        add(tar)
+    layer = buffer.getvalue()
+    path = make_oci_archive(tmp_path / "flavour.oci.tar", layer)
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        expected = {
+            info.name.removeprefix("srv/repo/"): tar.extractfile(info).read()
+            for info in tar.getmembers()
+            if info.name.startswith("srv/repo/")
+        }
+    assert expected["summary"] == b"new summary, written later"
+    with ArchiveTree(path) as tree:
+        assert len(tree) == len(expected)
+        for name, data in expected.items():
+            resource = tree.lookup(name)
+            assert resource is not None, name
+            assert (resource.size, os.pread(resource.fd, resource.size, resource.offset)) == (
+                len(data),
+                data,
+            ), name
+        assert tree.lookup("other") is None
