@@ -34,17 +34,19 @@ def parse_strict(data: Any, origin: str) -> HostImageManifest:
     """Parse a manifest, also refusing fields this version does not know.
 
     An unknown field means the writer knew something we do not; showing the build
-    without it could mislead, so the report skips it and says why.
+    without it could mislead, so the report skips it and says why. The schema version
+    and required fields are checked first, so a newer manifest is reported as newer.
     """
-    if isinstance(data, dict):
-        unknown = sorted(set(data) - _KNOWN_KEYS)
-        if unknown and isinstance(data.get("schema_version"), int):
-            raise ManifestError(f"{origin}: unknown fields: {', '.join(unknown)}")
-        for index, pkg in enumerate(data.get("packages") or []):
-            if isinstance(pkg, dict) and set(pkg) - _KNOWN_PACKAGE_KEYS:
-                extra = ", ".join(sorted(set(pkg) - _KNOWN_PACKAGE_KEYS))
-                raise ManifestError(f"{origin}: packages[{index}]: unknown fields: {extra}")
-    return HostImageManifest.from_dict(data, origin)
+    manifest = HostImageManifest.from_dict(data, origin)
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise ManifestError(f"{origin}: unknown fields: {', '.join(unknown)}")
+    for index, pkg in enumerate(data["packages"]):
+        extra = sorted(set(pkg) - _KNOWN_PACKAGE_KEYS)
+        if extra:
+            raise ManifestError(f"{origin}: packages[{index}]: unknown fields: "
+                                f"{', '.join(extra)}")
+    return manifest
 
 
 def _entry_from_bytes(raw: bytes, origin: str, archive_size: int | None,

@@ -221,11 +221,14 @@ def _builds_table(entries: Sequence[ManifestEntry]) -> str:
 def _size(value: int | None) -> str:
     if value is None:
         return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
+    if value < 1024:
+        return f"{value} B"
+    scaled = float(value)
+    for unit in ("KiB", "MiB", "GiB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "GiB":
+            break
+    return f"{scaled:.1f} {unit}"
 
 
 def _diffs_section(diffs: Sequence[BuildDiff]) -> str:

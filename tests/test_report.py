@@ -24,6 +24,7 @@ import pytest
 
 from koji_hostimage import manifest_sources
 from koji_hostimage.cli import main as cli_main
+from koji_hostimage.errors import HostImageError
 from koji_hostimage.examplerepo import ExtraPackage, build_example_content
 from koji_hostimage.manifest import HostImageManifest
 from koji_hostimage.pipeline import BuildRequest, build_host_image
@@ -80,16 +81,16 @@ def test_report_over_five_builds_has_the_right_diffs(five_builds, tmp_path):
     assert all(b["archive_size"] > 0 for b in data["builds"])
     diffs = [d["packages"] for d in data["diffs"]]
     assert len(diffs) == 4
-    names = lambda items: [i.split("-1.0-")[0] if isinstance(i, str) else i["name"]  # noqa: E731
-                           for i in items]
-    assert names(diffs[0]["upgraded"]) == ["greeter"]
+    assert [c["name"] for c in diffs[0]["upgraded"]] == ["greeter"]
     assert diffs[0]["upgraded"][0]["old"].startswith("1.0-")
     assert diffs[0]["upgraded"][0]["new"].startswith("1.1-")
     assert (diffs[0]["added"], diffs[0]["removed"], diffs[0]["downgraded"]) == ([], [], [])
-    assert names(diffs[1]["added"]) == ["motd"] and not diffs[1]["upgraded"]
+    assert [n.split("-1.0-")[0] for n in diffs[1]["added"]] == ["motd"]
+    assert not diffs[1]["upgraded"]
     assert diffs[2]["removed"] and all("host-agent" in r for r in diffs[2]["removed"])
     assert not diffs[2]["added"]
-    assert names(diffs[3]["downgraded"]) == ["greeter"]
+    assert [c["name"] for c in diffs[3]["downgraded"]] == ["greeter"]
+    assert diffs[3]["downgraded"][0]["new"].startswith("1.0.9-")
     counts = [b["package_count"] for b in data["builds"]]
     assert counts[2] == counts[1] + 1 and counts[3] == counts[2] - 1
 
@@ -238,7 +239,7 @@ def test_manifests_from_koji(koji_topdir):
 
 def test_koji_unknown_package_is_a_clear_error(koji_topdir):
     session, topurl = koji_topdir
-    with pytest.raises(Exception, match="no package named 'nope'"):
+    with pytest.raises(HostImageError, match="no package named 'nope'"):
         manifest_sources.from_koji(session, topurl, "nope")
 
 
@@ -285,9 +286,11 @@ def test_diff_two_koji_builds_by_nvr(koji_hub_url, capsys):
     assert diff["archive_size"]["old"] > 0 and diff["archive_size"]["new"] > 0
 
 
-def test_diff_koji_unknown_build_or_arch(koji_hub_url, capsys):
+def test_diff_koji_unknown_build_or_arch(koji_hub_url, caplog):
     hub, topurl = koji_hub_url
     koji_args = ["--koji-hub", hub, "--koji-topurl", topurl]
     assert cli_main(["diff", "example-host-1-1", "nope-1-1", *koji_args]) == 1
+    assert "Koji has no build nope-1-1" in caplog.text
     assert cli_main(["diff", "example-host-1-1", "example-host-2-1", "--arch", "s390x",
                      *koji_args]) == 1
+    assert "arch 's390x' is not in both builds (common: x86_64)" in caplog.text
