@@ -9,7 +9,7 @@ For scale it also times a plain ``tarfile`` + ``hashlib`` loop.
 
 Without ``--repo`` it makes (once, cached under /tmp/bench-cache) an archive-mode OSTree
 repo by ``ostree commit`` of generated text files (documentation-like: words from a
-vocabulary, sizes from a few hundred bytes to a few hundred KB).
+vocabulary, sizes from a few hundred bytes to ~200 KB; see bench/benchrepo.py).
 
 Every variant packs the same directory (the repo), writes its tar to a file in a scratch
 directory (ours must land in a file; the baseline's pipe is read by sha256sum and dropped)
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -35,10 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
+
 from koji_hostimage.tarwriter import plan_tree, write_tar  # noqa: E402
 
 TARGET_RATIO = 0.8
-CACHE = Path("/tmp/bench-cache")
+REF = "bench/x86_64"
 MTIME = 1767225600
 
 
@@ -57,58 +58,10 @@ def tree_bytes(root: Path) -> tuple[int, int]:
     return files, size
 
 
-def generate_tree(tree: Path, files: int, seed: int = 42) -> None:
-    """Documentation-like text files: random words, log-normal sizes (median ~6 KB)."""
-    rng = random.Random(seed)
-    letters = "etaoinshrdlucmfwypvbgkjqxz"
-    vocabulary = [
-        "".join(rng.choices(letters, k=rng.randint(2, 11))) for _ in range(6000)
-    ]
-    paragraphs = []
-    for _ in range(3000):
-        words = rng.choices(vocabulary, k=rng.randint(30, 160))
-        paragraphs.append(" ".join(words).capitalize() + ".\n\n")
-    for number in range(files):
-        directory = tree / "usr/share/doc" / f"pkg{number // 150:04}" / f"sec{number % 7}"
-        directory.mkdir(parents=True, exist_ok=True)
-        target = min(max(int(rng.lognormvariate(8.7, 1.1)), 200), 400_000)
-        parts = [f"Document {number}\n\n"]
-        length = 0
-        while length < target:
-            paragraph = rng.choice(paragraphs)
-            parts.append(paragraph)
-            length += len(paragraph)
-        (directory / f"page{number:05}.txt").write_text("".join(parts))
-
-
-def make_repo(objects: int) -> Path:
-    """The cached bench repo with at least ``objects`` objects (built once)."""
-    repo = CACHE / f"pack-repo-{objects}"
-    if (repo / "config").is_file() and count_objects(repo) >= objects:
-        return repo
-    CACHE.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="pack-build-", dir=CACHE))
-    try:
-        tree = scratch / "tree"
-        # Each file is one object; directories add a dirtree and dirmeta objects.
-        print(f"generating {objects} files under {tree} ...", flush=True)
-        generate_tree(tree, objects)
-        new_repo = scratch / "repo"
-        subprocess.run(["ostree", "init", f"--repo={new_repo}", "--mode=archive"], check=True)
-        print("ostree commit ...", flush=True)
-        subprocess.run(
-            ["ostree", "commit", f"--repo={new_repo}", "--branch=bench/x86_64",
-             f"--tree=dir={tree}", "--owner-uid=0", "--owner-gid=0",
-             "--timestamp=2026-01-01T00:00:00Z", "--subject=bench"],
-            check=True, stdout=subprocess.DEVNULL,
-        )
-        subprocess.run(["ostree", "summary", "-u", f"--repo={new_repo}"], check=True)
-        if repo.exists():
-            shutil.rmtree(repo)
-        os.replace(new_repo, repo)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return repo
+def make_repo(cache: Path, objects: int) -> Path:
+    """The cached bench repo of ``objects`` generated files (built once)."""
+    final = cache / f"pack-bench-{objects}"
+    return cached_build(final, lambda work: build_repo(work / "repo", objects, REF, work)) / "repo"
 
 
 def pipeline_tar_sha256sum(repo: Path, scratch: Path) -> str:
@@ -184,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    repo = args.repo or make_repo(args.objects)
+    repo = args.repo or make_repo(CACHE, args.objects)
     files, data_bytes = tree_bytes(repo)
     print(f"repo {repo}: {count_objects(repo)} objects, {files} files, "
           f"{data_bytes / 1e6:.1f} MB")

@@ -6,8 +6,9 @@ DESIGN section 9 target: our server takes at most 1.4x nginx's time, with 1 clie
 with 8 clients pulling at once. Everything is measured in the same run on the same repo:
 
 1. Build (or reuse from --cache) an archive-mode repo: one commit of generated text files
-   (at least 20,000 objects by default, a few hundred MB before compression), plus an OCI
-   archive holding it as srv/repo/ in an uncompressed content layer.
+   (at least 20,000 objects by default, a few hundred MB before compression; see
+   bench/benchrepo.py), plus the OCI archive `koji_hostimage.oci.write_oci_archive`
+   makes of it (srv/repo/ in an uncompressed content layer).
 2. Start nginx (Debian's nginx-light: daemon off, root = the repo, sendfile, keep-alive,
    access log on, temp config and logs in a temp dir, 127.0.0.1 on a free port) and our
    server twice (`koji-hostimage serve REPO` and `... serve ARCHIVE`, as separate
@@ -29,184 +30,58 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import os
-import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
+
+from koji_hostimage.oci import OciImageSpec, write_oci_archive  # noqa: E402
+
 TARGET_RATIO = 1.4
 REF = "bench/x86_64/pull"
-GENERATOR_VERSION = 1
-ROOT = Path(__file__).resolve().parent.parent
+GENERATOR_VERSION = 2  # 2: the archive is written by koji_hostimage.oci
+MTIME = 1767225600
 STARTUP_TIMEOUT = 120.0
 PULL_TIMEOUT = 1800.0
 
 # -- the repo and archive ------------------------------------------------------------------
 
 
-def _words(rng: random.Random, count: int) -> bytes:
-    alphabet = "abcdefghijklmnopqrstuvwxyz"
-    vocabulary = [
-        "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 11))) for _ in range(4000)
-    ]
-    lines = []
-    for _ in range(count // 10):
-        lines.append(" ".join(rng.choice(vocabulary) for _ in range(10)))
-    return ("\n".join(lines) + "\n").encode()
-
-
-def generate_tree(root: Path, objects: int, seed: int = 42) -> int:
-    """Write ``objects`` documentation-like files (compressible text, sizes from a few
-    hundred bytes to ~200 KB, each unique); returns the total bytes written."""
-    rng = random.Random(seed)
-    corpus = _words(rng, 600_000)  # ~4 MB of text to slice files from
-    total = 0
-    per_dir = 100
-    for i in range(objects):
-        directory = root / "usr/share/doc" / f"pkg{i // per_dir:04d}"
-        if i % per_dir == 0:
-            directory.mkdir(parents=True, exist_ok=True)
-        roll = rng.random()
-        if roll < 0.70:
-            size = rng.randint(200, 8_000)
-        elif roll < 0.95:
-            size = rng.randint(8_000, 40_000)
-        else:
-            size = rng.randint(40_000, 200_000)
-        start = rng.randint(0, len(corpus) - size - 1)
-        data = b"file %d\n" % i + corpus[start : start + size]
-        (directory / f"file{i:06d}.txt").write_bytes(data)
-        total += len(data)
-    return total
-
-
-def build_repo(repo: Path, objects: int, work: Path) -> None:
-    tree = work / "tree"
-    generate_tree(tree, objects)
-    _run(["ostree", "init", "--mode=archive", f"--repo={repo}"])
-    _run(
-        [
-            "ostree",
-            "commit",
-            f"--repo={repo}",
-            f"--branch={REF}",
-            f"--tree=dir={tree}",
-            "--subject=bench",
-            "--add-metadata-string=version=1",
-        ]
-    )
-    _run(["ostree", "summary", "-u", f"--repo={repo}"])
-    shutil.rmtree(tree)
-
-
-def _blob(tar: tarfile.TarFile, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
-    info.size = len(data)
-    tar.addfile(info, _BytesReader(data))
-    return f"sha256:{digest}"
-
-
-class _BytesReader:
-    def __init__(self, data: bytes):
-        self._data = memoryview(data)
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk = self._data[self._pos : end]
-        self._pos += len(chunk)
-        return bytes(chunk)
-
-
 def build_archive(repo: Path, archive: Path, work: Path) -> None:
-    """A minimal OCI image layout tar with one uncompressed layer holding srv/repo/."""
-    layer = work / "layer.tar"
-    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(repo, arcname="srv/repo")
-    digest = hashlib.sha256()
-    with open(layer, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    layer_digest = digest.hexdigest()
-    layer_size = layer.stat().st_size
-    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
-        layout = b'{"imageLayoutVersion": "1.0.0"}'
-        info = tarfile.TarInfo("oci-layout")
-        info.size = len(layout)
-        tar.addfile(info, _BytesReader(layout))
-        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-        config_digest = _blob(tar, config)
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config_digest,
-                    "size": len(config),
-                },
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": f"sha256:{layer_digest}",
-                        "size": layer_size,
-                    }
-                ],
-            }
-        ).encode()
-        manifest_digest = _blob(tar, manifest)
-        tar.add(layer, arcname=f"blobs/sha256/{layer_digest}")
-        index = json.dumps(
-            {
-                "schemaVersion": 2,
-                "manifests": [
-                    {
-                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "digest": manifest_digest,
-                        "size": len(manifest),
-                    }
-                ],
-            }
-        ).encode()
-        info = tarfile.TarInfo("index.json")
-        info.size = len(index)
-        tar.addfile(info, _BytesReader(index))
-    layer.unlink()
+    """The OCI archive of ``repo`` as `koji-hostimage build` writes it (srv/repo/ in an
+    uncompressed content layer). The repo is moved under a content directory for the
+    packing and moved back after."""
+    content = work / "content"
+    (content / "srv").mkdir(parents=True)
+    os.replace(repo, content / "srv/repo")
+    try:
+        write_oci_archive(archive, content, OciImageSpec(koji_arch="x86_64", created=MTIME))
+    finally:
+        os.replace(content / "srv/repo", repo)
+    shutil.rmtree(content)
 
 
 def prepare(cache: Path, objects: int) -> tuple[Path, Path]:
     """The repo and archive for ``objects`` files, built once and kept in ``cache``."""
-    final = cache / f"pull-bench-{objects}-v{GENERATOR_VERSION}"
-    repo, archive = final / "repo", final / "image.oci.tar"
-    if repo.is_dir() and archive.is_file():
-        return repo, archive
-    cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache))
-    work.chmod(0o755)  # nginx workers run as an unprivileged user and must read the repo
-    try:
-        print(f"building a repo of {objects} files in {final} (once) ...", flush=True)
-        started = time.monotonic()
-        build_repo(work / "repo", objects, work)
+
+    def build(work: Path) -> None:
+        build_repo(work / "repo", objects, REF, work)
         build_archive(work / "repo", work / "image.oci.tar", work)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(work, final)  # whole or not at all: an interrupted build is redone
-        print(f"  built in {time.monotonic() - started:.1f} s", flush=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return repo, archive
+
+    final = cached_build(cache / f"pull-bench-{objects}-v{GENERATOR_VERSION}", build)
+    return final / "repo", final / "image.oci.tar"
 
 
 # -- servers -------------------------------------------------------------------------------
@@ -372,7 +247,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="best of N per measurement")
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
     parser.add_argument("--modes", default="directory,archive", help="our server's modes")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-cache"))
+    parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--client-fsync", action="store_true", help="keep fsync in clients")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]

@@ -94,8 +94,6 @@ class Tree(Protocol):
 
     def lookup(self, relpath: str) -> Resource | None: ...
 
-    def describe(self) -> str: ...
-
 
 class DirectoryTree:
     """Serve the regular files below ``root`` (a repo directory).
@@ -112,9 +110,6 @@ class DirectoryTree:
         self._root_real = os.path.realpath(self.root)
         self._root_prefix = self._root_real.rstrip("/") + "/"
         self._good_dirs: set[str] = {""}
-
-    def describe(self) -> str:
-        return str(self.root)
 
     def close(self) -> None:
         """Nothing to release; here so both trees can be used the same way."""
@@ -205,9 +200,6 @@ class ArchiveTree:
             self.layer.digest,
             time.monotonic() - started,
         )
-
-    def describe(self) -> str:
-        return str(self.path)
 
     def __len__(self) -> int:
         return len(self._files)
@@ -715,8 +707,6 @@ class HostImageServer:
                     try:
                         if conn.writing:
                             self._write(conn)
-                        elif conn.draining:
-                            self._drain(conn)
                         else:
                             self._read(conn)
                     except OSError as exc:
@@ -797,6 +787,8 @@ class HostImageServer:
         if not data:
             self._close(conn)
             return
+        if conn.draining:  # half-closed by us: discard what the client still sends
+            return
         conn.inbuf += data
         self._process(conn)
 
@@ -876,14 +868,6 @@ class HostImageServer:
             self._epoll.modify(conn.fd, select.EPOLLIN)
             if conn.inbuf:  # pipelined requests that arrived while we were writing
                 self._process(conn)
-
-    def _drain(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except BlockingIOError:
-            return
-        if not data:
-            self._close(conn)
 
     # -- building responses ----------------------------------------------------------------
 

@@ -346,13 +346,10 @@ def _fill(
         # Room for the header, the data, its padding and one spare byte (see below)?
         need = len(header) + padded(size) + 1
         if capacity - pos < need:
-            view.release()
-            writer.submit(buf, pos)
+            buf, view = _next_buffer(writer, buf, view, pos)
+            pos = 0
             if on_progress:
                 on_progress(writer.bytes_written)
-            buf = writer.take()
-            view = memoryview(buf)
-            pos = 0
         view[pos : pos + len(header)] = header
         pos += len(header)
         source = entry.source
@@ -363,10 +360,7 @@ def _fill(
         else:
             # One readv of size+1 bytes: a file that grew since planning shows up as an
             # extra byte; a short read is retried before calling the file shrunk.
-            try:
-                fd = os.open(source, _OPEN_FLAGS)
-            except OSError as exc:
-                raise ArchiveError(f"{os.fsdecode(source)}: cannot open: {exc.strerror}") from exc
+            fd = _open_source(source)
             try:
                 got = readv(fd, [view[pos : pos + size + 1]])
                 while got < size:
@@ -384,10 +378,7 @@ def _fill(
             view[pos : pos + pad] = _ZEROS[:pad]
             pos += pad
     if capacity - pos < len(END_OF_ARCHIVE):
-        view.release()
-        writer.submit(buf, pos)
-        buf = writer.take()
-        view = memoryview(buf)
+        buf, view = _next_buffer(writer, buf, view, pos)
         pos = 0
     view[pos : pos + len(END_OF_ARCHIVE)] = END_OF_ARCHIVE
     pos += len(END_OF_ARCHIVE)
@@ -408,18 +399,12 @@ def _copy_big_file(
     Leaves room for the padding after the data (at most 511 bytes) in the last buffer.
     """
     capacity = len(buf)
-    try:
-        fd = os.open(source, _OPEN_FLAGS)
-    except OSError as exc:
-        raise ArchiveError(f"{os.fsdecode(source)}: cannot open: {exc.strerror}") from exc
+    fd = _open_source(source)
     try:
         remaining = size
         while remaining:
             if capacity - pos < BLOCK:
-                view.release()
-                writer.submit(buf, pos)
-                buf = writer.take()
-                view = memoryview(buf)
+                buf, view = _next_buffer(writer, buf, view, pos)
                 pos = 0
             want = min(remaining, capacity - pos)
             got = os.readv(fd, [view[pos : pos + want]])
@@ -432,12 +417,26 @@ def _copy_big_file(
     finally:
         os.close(fd)
     if capacity - pos < BLOCK:
-        view.release()
-        writer.submit(buf, pos)
-        buf = writer.take()
-        view = memoryview(buf)
+        buf, view = _next_buffer(writer, buf, view, pos)
         pos = 0
     return buf, view, pos
+
+
+def _next_buffer(
+    writer: HashingWriter, buf: bytearray, view: memoryview, filled: int
+) -> tuple[bytearray, memoryview]:
+    """Hand the first ``filled`` bytes of ``buf`` to the writer; return a fresh buffer."""
+    view.release()
+    writer.submit(buf, filled)
+    buf = writer.take()
+    return buf, memoryview(buf)
+
+
+def _open_source(source: bytes) -> int:
+    try:
+        return os.open(source, _OPEN_FLAGS)
+    except OSError as exc:
+        raise ArchiveError(f"{os.fsdecode(source)}: cannot open: {exc.strerror}") from exc
 
 
 def _shrank(source: bytes, size: int) -> ArchiveError:

@@ -510,7 +510,7 @@ def test_one_log_line_per_request(source: dict, caplog: pytest.LogCaptureFixture
 
 
 def test_connection_cap_queues_extra_clients(source: dict):
-    """With one thread slot, a second client waits in the backlog until the first leaves."""
+    """With one connection slot, a second client waits in the backlog until the first leaves."""
     with (
         DirectoryTree(source["repo"]) as tree,
         HostImageServer(tree, "127.0.0.1", 0, max_connections=1) as server,

@@ -38,8 +38,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tree = open_tree(args.path)
-    try:
+    with open_tree(args.path) as tree:
         server = HostImageServer(tree, args.bind, args.port, max_connections=args.max_connections)
         # Tests and scripts read this line to learn the port chosen by --port 0.
         log.info("serving %s on %s", args.path, server.url)
@@ -51,8 +50,4 @@ def run(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
             server.stop()
-    finally:
-        close = getattr(tree, "close", None)
-        if close is not None:
-            close()
     return 0
