@@ -26,7 +26,7 @@ from typing import Any
 
 from .compose import ComposeEngine, ComposeRequest, ComposeResult
 from .errors import ComposeError, tail_lines
-from .runner import HostRunner, run_checked
+from .ostree import OSTreeRepo
 from .treefile import flatten_for_rpm_ostree, resolve_repos
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class RpmOstreeEngine(ComposeEngine):
         flat = flatten_for_rpm_ostree(
             treefile, repos, workdir / "treefile", inner_path=self.runner.inner_path
         )
-        self._ensure_repo(Path(request.repo), request.log_path)
+        OSTreeRepo(Path(request.repo), self.runner).init("bare-user")
         compose_json = workdir / COMPOSE_JSON_NAME
         # A compose.json left from an earlier run would read as "changed" after a no-op.
         compose_json.unlink(missing_ok=True)
@@ -95,7 +95,8 @@ class RpmOstreeEngine(ComposeEngine):
                 f"{treefile.path}:\n{tail_lines(result.output)}"
             )
         if not compose_json.exists():
-            commit = _current_commit(Path(request.repo), treefile.ref)
+            # The work repo lives on the host side of the runner: read the ref from here.
+            commit = OSTreeRepo(Path(request.repo)).rev_parse(treefile.ref, allow_missing=True)
             log.info("rpm-ostree: no changes; %s stays at %s", treefile.ref, commit)
             return ComposeResult(changed=False, ref=treefile.ref, commit=commit, engine=self.name)
         data = parse_compose_json(compose_json)
@@ -107,18 +108,6 @@ class RpmOstreeEngine(ComposeEngine):
             compose_json=data,
             compose_json_path=compose_json,
         )
-
-    def _ensure_repo(self, repo: Path, log_path: Path | None) -> None:
-        if (repo / "config").is_file():
-            return
-        repo.mkdir(parents=True, exist_ok=True)
-        argv = ["ostree", "init", "--mode=bare-user", f"--repo={self.runner.inner_path(repo)}"]
-        result = self.runner.run(argv, log_path=log_path)
-        if result.returncode != 0:
-            raise ComposeError(
-                f"cannot create work repo {repo} (exit {result.returncode}):\n"
-                f"{tail_lines(result.output)}"
-            )
 
 
 def parse_compose_json(path: Path) -> dict[str, Any]:
@@ -139,17 +128,3 @@ def parse_compose_json(path: Path) -> dict[str, Any]:
         )
     return data
 
-
-def _current_commit(repo: Path, ref: str) -> str | None:
-    """The commit ``ref`` points at in the work repo, read on the host (None: no such ref).
-
-    The work repo lives on the host side of the runner, so this always runs here.
-    """
-    if not (repo / "refs" / "heads" / ref).is_file():
-        return None
-    output = run_checked(
-        ["ostree", "rev-parse", f"--repo={repo}", ref],
-        what="ostree rev-parse",
-        runner=HostRunner(),
-    )
-    return output.strip()

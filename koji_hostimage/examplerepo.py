@@ -32,6 +32,7 @@ import yaml
 
 from .errors import HostImageError
 from .runner import run_checked
+from .treefile import RepoSource, write_repo_file
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def build_example_content(
     _createrepo(repo_dir)
 
     packages = _write_treefile(dest, omit, installed_extras)
-    repo_file = _write_repo_file(dest, repo_dir)
+    repo_file = dest / f"{REPO_ID}.repo"
+    write_repo_file([RepoSource(name=REPO_ID, baseurl=repo_dir.as_uri())], repo_file)
     nevras = sorted(_nevra_of(rpm) for rpm in rpms)
     log.info("example content: %d RPMs in %s", len(rpms), repo_dir)
     return ExampleContent(
@@ -299,19 +301,6 @@ def _write_treefile(dest: Path, omit: Sequence[str], extras: Sequence[str]) -> l
     header = f"# Generated from {source.name} by koji_hostimage.examplerepo\n"
     target.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return packages
-
-
-def _write_repo_file(dest: Path, repo_dir: Path) -> Path:
-    repo_file = dest / f"{REPO_ID}.repo"
-    repo_file.write_text(
-        f"[{REPO_ID}]\n"
-        "name=koji-hostimage example content\n"
-        f"baseurl={repo_dir.as_uri()}\n"
-        "enabled=1\n"
-        "gpgcheck=0\n",
-        encoding="utf-8",
-    )
-    return repo_file
 
 
 def _nevra_of(rpm: Path) -> str:

@@ -79,7 +79,7 @@ SET_FIELDS = frozenset(
 # Fields treefile_merge() treats as maps (dict.update, includer wins).
 MAP_FIELDS = frozenset({"add-commit-metadata", "variables", "metadata", "repovars"})
 
-_STRING_LIST_KEYS = ("repos", "exclude-packages", "units")
+_STRING_LIST_KEYS = ("packages", "repos", "exclude-packages", "units")
 _STRING_KEYS = ("automatic-version-prefix", "default-target", "postprocess-script")
 
 _VAR_RE = re.compile(r"\$\{(basearch|releasever)\}")
@@ -222,26 +222,22 @@ def _parse_file(path: Path, basearch: str) -> _Parsed:
     parsed = _Parsed(data=data)
     script = data.get("postprocess-script")
     if script is not None:
-        script_path = (path.parent / script).absolute()
-        if not script_path.is_file():
-            raise TreefileError(
-                path,
-                "postprocess-script",
-                "an existing file relative to the treefile",
-                f"{script_path} (no such file)",
-            )
-        parsed.postprocess_script = script_path
-    for src, _dest in data.get("add-files", []):
-        src_path = (path.parent / src).absolute()
-        if not src_path.is_file():
-            raise TreefileError(
-                path,
-                "add-files",
-                "source files that exist relative to the treefile",
-                f"{src_path} (no such file)",
-            )
-        parsed.add_files.append(src_path)
+        parsed.postprocess_script = _external_file(
+            path, "postprocess-script", script, "an existing file relative to the treefile"
+        )
+    parsed.add_files = [
+        _external_file(path, "add-files", src, "source files that exist relative to the treefile")
+        for src, _dest in data.get("add-files", [])
+    ]
     return parsed
+
+
+def _external_file(treefile: Path, key: str, name: str, expected: str) -> Path:
+    """``name`` relative to ``treefile``'s directory, as an absolute path to an existing file."""
+    target = (treefile.parent / name).absolute()
+    if not target.is_file():
+        raise TreefileError(treefile, key, expected, f"{target} (no such file)")
+    return target
 
 
 def _read_document(path: Path) -> dict[str, Any]:
@@ -372,8 +368,6 @@ def _validate_file(path: Path, data: dict[str, Any]) -> None:
     """Type checks on the keys we know, per file, so errors name the file at fault."""
     if "ref" in data and not (isinstance(data["ref"], str) and data["ref"].strip()):
         raise TreefileError(path, "ref", "a non-empty string", _describe(data["ref"]))
-    if "packages" in data:
-        _expect_string_list(path, "packages", data["packages"])
     for key in _STRING_LIST_KEYS:
         if key in data:
             _expect_string_list(path, key, data[key])
@@ -526,9 +520,7 @@ def resolve_repos(treefile: Treefile, extra_repos: Sequence[str] = ()) -> list[R
 
 
 def _read_repo_files(treefile: Treefile) -> dict[str, RepoSource]:
-    variables = {"basearch": treefile.basearch}
-    if "releasever" in treefile.data:
-        variables["releasever"] = str(treefile.data["releasever"])
+    variables = _variables(treefile.basearch, treefile.data)
     defined: dict[str, RepoSource] = {}
     for repo_file in sorted(treefile.directory.glob("*.repo")):
         parser = configparser.ConfigParser(interpolation=None, strict=True)

@@ -269,7 +269,7 @@ def test_runner_path_mapping(tmp_path, fake, monkeypatch):
     )
     result = RpmOstreeEngine(runner).compose(request)
     init, compose = runner.argvs
-    assert init == ["ostree", "init", "--mode=bare-user", f"--repo={inner_root}/repo"]
+    assert init == ["ostree", "init", f"--repo={inner_root}/repo", "--mode=bare-user"]
     assert compose == build_compose_argv(
         f"{inner_root}/repo",
         f"{inner_root}/work/treefile/treefile.json",
@@ -290,14 +290,7 @@ def test_existing_repo_is_not_reinitialised(tmp_path, fake, source):
     repo = tmp_path / "work-repo"
     ostree("init", f"--repo={repo}", "--mode=bare-user")
 
-    class Recording(HostRunner):
-        argvs: list[list[str]] = []
-
-        def run(self, argv, cwd=None, env=None, log_path=None):
-            self.argvs.append(list(argv))
-            return super().run(argv, cwd=cwd, env=env, log_path=log_path)
-
-    runner = Recording()
+    runner = PrefixRunner(tmp_path, tmp_path)  # maps nothing; records every argv
     RpmOstreeEngine(runner).compose(make_request(tmp_path, source))
     assert [a[0] for a in runner.argvs] == ["rpm-ostree"]
 

@@ -307,6 +307,14 @@ MALFORMED = [
         "post.sh",
     ),
     (
+        "missing-add-files-source",
+        {"top.yaml": VALID + "add-files: [[motd, /etc/motd]]\n"},
+        "top.yaml",
+        "add-files",
+        "source files that exist relative to the treefile",
+        "motd (no such file)",
+    ),
+    (
         "missing-include",
         {"top.yaml": VALID + "include: nowhere.yaml\n"},
         "top.yaml",
