@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,9 @@ from typing import Any
 import koji
 
 from .errors import HostImageError
+from .fsutil import atomic_output
 from .manifest import HostImageManifest
-from .options import MAX_DELTA_COUNT
+from .options import ENGINES, MAX_DELTA_COUNT
 from .pipeline import DEFAULT_SERVER_CMD
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,53 @@ def koji_repo_url(topurl: str, repo_id: int, build_tag_name: str, arch: str) -> 
     return f"{repopath}/{arch}"
 
 
+def check_treefile_path(relative: str) -> None:
+    """A treefile path must stay inside the checkout: relative, no ``..`` leading out."""
+    normal = os.path.normpath(relative)
+    if os.path.isabs(relative) or normal == ".." or normal.startswith("../"):
+        raise KojiBuildError(
+            f"treefile: expected a path inside the SCM checkout, got {relative!r}"
+        )
+
+
+def treefile_in_checkout(root: Path, relative: str) -> Path:
+    """``root/relative``, refusing one that leaves the checkout, also through a symlink
+    (the treefile is read on the builder host, outside the chroot)."""
+    check_treefile_path(relative)
+    path = root / os.path.normpath(relative)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise KojiBuildError(
+            f"treefile: expected a path inside the SCM checkout, got {relative!r}"
+            " (a symlink leading out of it)"
+        )
+    return path
+
+
+# Local-path transports: allowed for the builder's configured base image only, never from
+# a user's opts (they would read files of the builder host into the image).
+LOCAL_TRANSPORTS = ("oci-archive:", "oci:", "docker-archive:", "dir:")
+
+
+def base_image_source(user_ref: str | None, config_ref: str | None) -> Path | str | None:
+    """The base image to build on: None for none, a Path for the configured local OCI
+    archive (used in place), else the reference for ``skopeo copy``.
+
+    A user's reference (``opts['base_image']``, preferred over the config's) must be a
+    registry one: a local-path transport is refused.
+    """
+    if user_ref and user_ref.startswith(LOCAL_TRANSPORTS):
+        raise KojiBuildError(
+            f"base_image: expected a registry reference (docker://...), got {user_ref!r};"
+            " local paths are only allowed in the builder's config"
+        )
+    ref = user_ref or config_ref
+    if not ref:
+        return None
+    if ref.startswith("oci-archive:"):
+        return Path(ref[len("oci-archive:") :].split(":", 1)[0])
+    return ref
+
+
 # --------------------------------------------------------------------------- rpmlist
 
 
@@ -289,9 +336,8 @@ def download(url: str, dest: Path, timeout: float = 600.0) -> Path:
     import requests  # deferred: only a builder fetching previous builds needs it
 
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_output(dest) as tmp, open(tmp, "wb") as out:
             with requests.get(url, stream=True, timeout=timeout) as response:
                 if response.status_code != 200:
                     raise KojiBuildError(
@@ -299,13 +345,8 @@ def download(url: str, dest: Path, timeout: float = 600.0) -> Path:
                     )
                 for chunk in response.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
-        os.replace(tmp, dest)
     except requests.RequestException as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise KojiBuildError(f"{url}: download failed: {exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 
@@ -368,9 +409,6 @@ class BuilderConfig:
     cancel_grace: float = 5.0
 
 
-_ENGINES = ("rpm-ostree", "dnf")
-
-
 def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> BuilderConfig:
     """Read the plugin config with ``koji.read_config_files``; a missing file means defaults."""
     path = str(path)
@@ -413,9 +451,9 @@ def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> B
 
     if "engine" in section:
         engine = section["engine"].strip()
-        if engine not in _ENGINES:
+        if engine not in ENGINES:
             raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] engine: expected one of {', '.join(_ENGINES)},"
+                f"{path}: [{CONFIG_SECTION}] engine: expected one of {', '.join(ENGINES)},"
                 f" got {engine!r}"
             )
         config.engine = engine

@@ -141,8 +141,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
 
 # What a missing key means. The builder plugin reads opts through with_defaults(), so the
 # hub only stores what the user actually asked for. None means "decided elsewhere":
-# arches -> the build tag's arches, name -> from the treefile, version -> the treefile's
-# automatic-version-prefix or a date stamp, release -> the next free release in Koji,
+# arches -> the build tag's arches, name -> from the treefile, version -> the UTC date
+# (set by the parent task, before fan-out), release -> the next free release in Koji,
 # base_image, delta_from, engine, sign_key -> the builder's hostimage.conf.
 OPTION_DEFAULTS: dict[str, Any] = {
     "arches": None,

@@ -384,12 +384,8 @@ def find_scratch_files(koji: Any, task_id: int) -> list[BuiltFile]:
 
 
 def _task_build_id(koji: Any, task_id: int) -> int:
-    """The build id from the task result, else from the builds linked to the task."""
-    result = koji.koji_proxy.getTaskResult(task_id)
-    if isinstance(result, dict):
-        build_id = result.get("build_id") or result.get("koji", {}).get("build")
-        if build_id:
-            return build_id
+    """The build the task imported: hostImageBuild's result is only a message (the builder
+    plugin's HostImageBuildTask), so the build is found by its task."""
     builds = koji.koji_proxy.listBuilds(taskID=task_id)
     if not builds:
         raise RuntimeError(f"hostImageBuild: task {task_id} finished without a build")

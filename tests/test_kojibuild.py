@@ -107,6 +107,31 @@ def _manifest(packages: list[Package]) -> HostImageManifest:
     )
 
 
+def test_treefile_paths_must_stay_in_the_checkout(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "host.yaml").write_text("ref: x\n")
+    (tmp_path / "escape.yaml").symlink_to("/etc/hostname")
+    assert kojibuild.treefile_in_checkout(tmp_path, "sub/../sub/host.yaml") == (
+        tmp_path / "sub" / "host.yaml")
+    for bad in ("/etc/host.yaml", "..", "../x.yaml", "sub/../../x.yaml"):
+        with pytest.raises(kojibuild.KojiBuildError, match="inside the SCM checkout"):
+            kojibuild.check_treefile_path(bad)
+    with pytest.raises(kojibuild.KojiBuildError, match="a symlink leading out of it"):
+        kojibuild.treefile_in_checkout(tmp_path, "escape.yaml")
+
+
+def test_base_image_source_prefers_the_user_and_refuses_their_local_paths():
+    assert kojibuild.base_image_source(None, None) is None
+    assert kojibuild.base_image_source("", "oci-archive:/srv/b.oci.tar:latest") == Path(
+        "/srv/b.oci.tar")
+    assert kojibuild.base_image_source(None, "dir:/srv/image") == "dir:/srv/image"
+    assert kojibuild.base_image_source("docker://r/x:1", "oci-archive:/srv/b.tar") == (
+        "docker://r/x:1")
+    for local in ("oci-archive:/etc/shadow", "oci:/x", "docker-archive:/x", "dir:/x"):
+        with pytest.raises(kojibuild.KojiBuildError, match="local paths are only allowed"):
+            kojibuild.base_image_source(local, None)
+
+
 def test_rpmlist_has_every_field_add_external_rpm_checks_with_its_type():
     manifest = _manifest([Package("zlib", None, "1.3", "1", "x86_64"),
                           Package("bash", 2, "5.2", "3", "x86_64")])

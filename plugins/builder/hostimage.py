@@ -74,11 +74,6 @@ koji.tasks.LEGACY_SIGNATURES.setdefault(
     CHILD_TASK_METHOD, [[list(CHILD_TASK_ARGS), None, None, (None,)]]
 )
 
-# Local-path transports: allowed for the builder's configured base image only, never from
-# a user's opts (they would read files of the builder host into the image).
-_LOCAL_TRANSPORTS = ("oci-archive:", "oci:", "docker-archive:", "dir:")
-
-
 def load_config() -> kojibuild.BuilderConfig:
     try:
         return kojibuild.load_builder_config(CONFIG_FILE)
@@ -266,7 +261,7 @@ class CreateHostImageTask(BaseBuildTask):
         scratch = bool(self.opts["scratch"])
         # Cheap checks of the request first: no buildroot or checkout for a bad one.
         scm = _checked_scm(self, scm_url, scratch)
-        _check_relative(treefile)
+        kojibuild.check_treefile_path(treefile)
         base_image = self._base_image()
         previous = self._previous_archives(name, target_info)
         broot = self._buildroot(build_tag, repo_info)
@@ -295,7 +290,7 @@ class CreateHostImageTask(BaseBuildTask):
             srcdir=srcdir,
             buildroot=broot,
         )
-        treefile_path = _inside(Path(srcdir), treefile)
+        treefile_path = kojibuild.treefile_in_checkout(Path(srcdir), treefile)
 
         self.pipeline_workdir = Path(broot.tmpdir()) / "hostimage-work"
         output_dir = Path(self.workdir) / "output"
@@ -441,22 +436,12 @@ class CreateHostImageTask(BaseBuildTask):
         return local
 
     def _base_image(self) -> Path | None:
-        user_ref = self.opts["base_image"]
-        ref = user_ref or self.config.base_image
-        if not ref:
-            return None
-        if ref.startswith("oci-archive:"):
-            if user_ref:
-                raise koji.BuildError(
-                    f"base_image: expected a registry reference (docker://...), got {ref!r};"
-                    " local paths are only allowed in the builder's config"
-                )
-            return Path(ref[len("oci-archive:") :].split(":", 1)[0])
-        if user_ref and user_ref.startswith(_LOCAL_TRANSPORTS):
-            raise koji.BuildError(
-                f"base_image: expected a registry reference (docker://...), got {ref!r};"
-                " local paths are only allowed in the builder's config"
-            )
+        try:
+            ref = kojibuild.base_image_source(self.opts["base_image"], self.config.base_image)
+        except HostImageError as exc:
+            raise _build_error(exc) from exc
+        if ref is None or isinstance(ref, Path):
+            return ref
         dest = Path(self.workdir) / "base-image.oci.tar"
         logger.info("copying base image %s", ref)
         run_checked(
@@ -499,28 +484,6 @@ class CreateHostImageTask(BaseBuildTask):
         if (Path(self.workdir) / names.checkout_log).is_file():
             uploaded.append(names.checkout_log)
         return uploaded
-
-
-def _check_relative(relative: str) -> None:
-    """A treefile path must stay inside the checkout: relative, no ``..`` leading out."""
-    normal = os.path.normpath(relative)
-    if os.path.isabs(relative) or normal == ".." or normal.startswith("../"):
-        raise koji.BuildError(
-            f"treefile: expected a path inside the SCM checkout, got {relative!r}"
-        )
-
-
-def _inside(root: Path, relative: str) -> Path:
-    """``root/relative``, refusing one that leaves the checkout, also through a symlink
-    (the treefile is read on the builder host, outside the chroot)."""
-    _check_relative(relative)
-    path = root / os.path.normpath(relative)
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise koji.BuildError(
-            f"treefile: expected a path inside the SCM checkout, got {relative!r}"
-            " (a symlink leading out of it)"
-        )
-    return path
 
 
 def _revision(scm: SCM) -> str | None:

@@ -104,7 +104,7 @@ def _option_parser(goptions: Any) -> OptionParser:
     parser.add_option("--name", help="Override the image name (default: from the treefile)")
     parser.add_option(
         "--version",
-        help="Override the version (default: the treefile's automatic-version-prefix)",
+        help="Override the version (default: the UTC date, YYYYMMDD)",
     )
     parser.add_option("--release", help="Override the release (default: the next free one)")
     parser.add_option(
