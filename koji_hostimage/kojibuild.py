@@ -40,7 +40,7 @@ import koji
 from .errors import HostImageError
 from .fsutil import atomic_output
 from .manifest import HostImageManifest
-from .options import ENGINES, MAX_DELTA_COUNT
+from .options import ENGINES, MAX_DELTA_COUNT, treefile_path_error
 from .pipeline import DEFAULT_SERVER_CMD
 
 log = logging.getLogger(__name__)
@@ -191,12 +191,10 @@ def koji_repo_url(topurl: str, repo_id: int, build_tag_name: str, arch: str) -> 
 
 
 def check_treefile_path(relative: str) -> None:
-    """A treefile path must stay inside the checkout: relative, no ``..`` leading out."""
-    normal = os.path.normpath(relative)
-    if os.path.isabs(relative) or normal == ".." or normal.startswith("../"):
-        raise KojiBuildError(
-            f"treefile: expected a path inside the SCM checkout, got {relative!r}"
-        )
+    """A treefile path must stay inside the checkout (the hub's rule, options.py)."""
+    problem = treefile_path_error(relative)
+    if problem:
+        raise KojiBuildError(problem)
 
 
 def treefile_in_checkout(root: Path, relative: str) -> Path:

@@ -16,6 +16,7 @@ same way.
 from __future__ import annotations
 
 import copy
+import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,8 +32,10 @@ NAME_PATTERN = r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]*$"
 VERSION_PATTERN = r"^[A-Za-z0-9_.+~^]+$"
 NVR_PATTERN = r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]*-[A-Za-z0-9_.+~^]+-[A-Za-z0-9_.+~^]+$"
 REPO_URL_PATTERN = r"^(https?|ftp)://[^\s/]+\S*$"
-# A skopeo image reference with its transport, so the builder can copy it as given.
-BASE_IMAGE_PATTERN = r"^(docker://|oci-archive:|oci:|docker-archive:|dir:)\S+$"
+# A registry reference with skopeo's docker:// transport, copied by the builder as given.
+# Local transports (oci-archive:, dir:, ...) would read files of the builder host: they are
+# for the builder's own config only, so the hub refuses them before a task is queued.
+BASE_IMAGE_PATTERN = r"^docker://\S+$"
 SIGN_KEY_PATTERN = r"^(0x)?[0-9A-Fa-f]{8,40}$"
 ENGINES = ("rpm-ostree", "dnf")
 MAX_DELTA_COUNT = 10
@@ -108,8 +111,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
             "type": "string",
             "maxLength": 2048,
             "pattern": BASE_IMAGE_PATTERN,
-            "description": "a container image reference with its skopeo transport, e.g."
-            " docker://quay.io/fedora/fedora-minimal:42 or oci-archive:/path.tar",
+            "description": "a registry image reference with skopeo's docker:// transport,"
+            " e.g. docker://quay.io/fedora/fedora-minimal:42",
         },
         "delta_from": {
             "description": "'none', a count of earlier builds from 0 to"
@@ -269,3 +272,20 @@ def _show(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def treefile_path_error(treefile: str) -> str | None:
+    """Why ``treefile`` is not a path inside the SCM checkout, or None when it is.
+
+    One rule for the hub (refused before a task is queued) and the builder (which also
+    follows symlinks on its side): relative, '/'-separated, and not leading out of the
+    checkout once normalised ('os/../host.yaml' is fine, 'os/../../host.yaml' is not).
+    """
+    normal = posixpath.normpath(treefile)
+    if (posixpath.isabs(treefile) or "\\" in treefile or normal == ".."
+            or normal.startswith("../")):
+        return (
+            "treefile: expected a relative path inside the SCM checkout"
+            f" (no leading '/', no way out through '..'), got {treefile!r}"
+        )
+    return None

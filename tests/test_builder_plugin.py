@@ -418,7 +418,7 @@ def test_a_treefile_outside_the_checkout_is_refused_before_any_work(
                            params)
     state, fault = run_like_kojid(handler)
     assert state == "failed"
-    assert "treefile: expected a path inside the SCM checkout" in fault["faultString"]
+    assert "treefile: expected a relative path inside the SCM checkout" in fault["faultString"]
     assert "host.newBuildRoot" not in hub.called()  # refused before any buildroot
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import configparser
 import logging
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,12 +167,9 @@ def _check_scm_url(scm_url: Any) -> None:
 def _check_treefile(treefile: Any) -> None:
     """The treefile is a path inside the SCM checkout: relative, no way out of it."""
     _check_text("treefile", treefile)
-    parts = treefile.split("/")
-    if posixpath.isabs(treefile) or ".." in parts or "\\" in treefile:
-        raise koji.ParameterError(
-            "hostImageBuild: treefile: expected a relative path inside the SCM checkout"
-            f" (no leading '/', no '..'), got {treefile!r}"
-        )
+    problem = hostimage_options.treefile_path_error(treefile)
+    if problem:
+        raise koji.ParameterError(f"hostImageBuild: {problem}")
 
 
 def _checked_opts(opts: Any) -> dict[str, Any]:
