@@ -57,12 +57,6 @@ class SigningKey:
     key_id: str
     homedir: Path | None = None
 
-    def ostree_args(self) -> list[str]:
-        args = [f"--gpg-sign={self.key_id}"]
-        if self.homedir is not None:
-            args.append(f"--gpg-homedir={self.homedir}")
-        return args
-
 
 @dataclass
 class PreviousCommit:
@@ -86,32 +80,7 @@ class ExportResult:
     signed: bool = False
 
 
-# --- ostree CLI -------------------------------------------------------------------------
-
-
-def ostree(repo: Path, *args: str) -> str:
-    """Run ``ostree ARGS`` on ``repo`` (OSTreeRepo.run); OSTreeError on failure."""
-    return OSTreeRepo(repo).run(*args)
-
-
-def rev_parse(repo: Path, rev: str) -> str:
-    return ostree(repo, "rev-parse", rev).strip()
-
-
-def list_refs(repo: Path) -> list[str]:
-    return sorted(line.strip() for line in ostree(repo, "refs").splitlines() if line.strip())
-
-
-def commit_timestamp(repo: Path, commit: str) -> int:
-    """The commit's own timestamp (seconds, UTC), decoded from the commit object."""
-    return OSTreeRepo(repo).show(commit).timestamp
-
-
 # --- previous builds --------------------------------------------------------------------
-
-
-def _is_ostree_repo(path: Path) -> bool:
-    return (path / "config").is_file() and (path / "objects").is_dir()
 
 
 def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
@@ -124,16 +93,16 @@ def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
     path = Path(path)
     if path.is_file():
         repo = _extract_archive_repo(path, scratch)
-    elif _is_ostree_repo(path):
+    elif OSTreeRepo(path).exists():
         repo = path
-    elif _is_ostree_repo(path / "srv" / "repo"):
+    elif OSTreeRepo(path / "srv" / "repo").exists():
         repo = path / "srv" / "repo"
     else:
         raise ExportError(
             f"{path}: previous build: expected an OCI archive (.oci.tar), an OSTree repo "
             "or a directory holding srv/repo"
         )
-    refs = list_refs(repo)
+    refs = OSTreeRepo(repo).refs()
     if ref in refs:
         chosen = ref
     elif len(refs) == 1:
@@ -143,7 +112,7 @@ def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
             f"{path}: previous build: expected ref {ref!r} (or exactly one ref), "
             f"got {', '.join(refs) or 'no refs'}"
         )
-    return PreviousCommit(path, repo, chosen, rev_parse(repo, chosen))
+    return PreviousCommit(path, repo, chosen, str(OSTreeRepo(repo).rev_parse(chosen)))
 
 
 def _extract_archive_repo(archive: Path, scratch: Path) -> Path:
@@ -153,7 +122,7 @@ def _extract_archive_repo(archive: Path, scratch: Path) -> Path:
     repo = Path(tempfile.mkdtemp(prefix="previous-", dir=scratch))
     with OciArchive(archive) as image:
         image.extract_content(repo, prefix="srv/repo/")  # ArchiveError names the file
-    if not _is_ostree_repo(repo):
+    if not OSTreeRepo(repo).exists():
         raise ArchiveError(f"{archive}: content layer: expected srv/repo (an OSTree repo)")
     return repo
 
@@ -235,16 +204,16 @@ def _tree_bytes(path: Path) -> int:
 
 
 def _generate_delta(
-    scratch_repo: Path, export_repo: Path, from_commit: str | None, to_commit: str, ts: int
+    scratch_repo: OSTreeRepo, export_repo: Path, from_commit: str | None, to_commit: str,
+    ts: int,
 ) -> Delta:
     """Generate one delta in ``scratch_repo`` and copy it into ``export_repo``."""
-    args = ["static-delta", "generate", f"--to={to_commit}"]
-    args.append(f"--from={from_commit}" if from_commit else "--empty")
-    ostree(scratch_repo, *args)
+    scratch_repo.static_delta_generate(to_commit, from_commit)
     relpath = delta_relpath(from_commit, to_commit)
-    source = scratch_repo / relpath
+    source = scratch_repo.path / relpath
     if not (source / "superblock").is_file():
-        raise ExportError(f"{scratch_repo}: static-delta generate wrote no {relpath}/superblock")
+        raise ExportError(f"{scratch_repo.path}: static-delta generate wrote no "
+                          f"{relpath}/superblock")
     pin_superblock_timestamp(source / "superblock", ts)
     target = export_repo / relpath
     if target.exists():
@@ -260,12 +229,8 @@ def _generate_delta(
 
 def count_objects(repo: Path) -> tuple[int, int]:
     """Number and total size of the files under ``objects/``."""
-    count = size = 0
-    for path in (repo / "objects").rglob("*"):
-        if path.is_file():
-            count += 1
-            size += path.stat().st_size
-    return count, size
+    sizes = _object_sizes(repo)
+    return len(sizes), sum(sizes.values())
 
 
 def export_commit(
@@ -285,8 +250,8 @@ def export_commit(
     ``timestamp``: pinned into delta superblocks and the summary; default: the commit's.
     """
     work_repo, dest = Path(work_repo), Path(dest)
-    commit = rev_parse(work_repo, commit)
-    ts = timestamp if timestamp is not None else commit_timestamp(work_repo, commit)
+    commit = str(OSTreeRepo(work_repo).rev_parse(commit))
+    ts = timestamp if timestamp is not None else OSTreeRepo(work_repo).show(commit).timestamp
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="export-", dir=scratch_dir) as scratch_name:
         scratch = Path(scratch_name)
@@ -308,28 +273,20 @@ def _populate(
     scratch: Path,
     ts: int,
 ) -> ExportResult:
-    _pull_commit(work_repo, ref, commit, repo)
+    export = OSTreeRepo(repo).init("archive")
+    export.pull_local(work_repo, [commit], depth=0)
+    export.set_ref(ref, commit)
     if signing is not None:
         # before the deltas: each superblock embeds the commit's detached metadata
-        ostree(repo, "gpg-sign", *_homedir_args(signing), commit, signing.key_id)
+        export.gpg_sign(commit, signing.key_id, signing.homedir)
     deltas = _make_deltas(repo, ref, commit, previous, delta_from_scratch, scratch, ts)
-    _write_summary(repo, signing, ts)
-    ostree(repo, "fsck")
+    _write_summary(export, signing, ts)
+    export.fsck()
     _tidy(repo)
     count, size = count_objects(repo)
     log.info("export: %s @ %s, %d objects, %d bytes, %d deltas",
              ref, commit[:12], count, size, len(deltas))
     return ExportResult(repo, ref, commit, ts, deltas, count, size, signing is not None)
-
-
-def _homedir_args(signing: SigningKey) -> list[str]:
-    return [f"--gpg-homedir={signing.homedir}"] if signing.homedir else []
-
-
-def _pull_commit(work_repo: Path, ref: str, commit: str, repo: Path) -> None:
-    ostree(repo, "init", "--mode=archive")
-    ostree(repo, "pull-local", "--depth=0", str(work_repo), commit)
-    ostree(repo, "refs", f"--create={ref}", commit)
 
 
 def _make_deltas(
@@ -343,10 +300,9 @@ def _make_deltas(
 ) -> list[Delta]:
     if not previous and not delta_from_scratch:
         return []
-    delta_repo = scratch / "delta-repo"
-    ostree(delta_repo, "init", "--mode=archive")
+    delta_repo = OSTreeRepo(scratch / "delta-repo").init("archive")
     # from the export repo, so detached metadata (signatures) lands in the superblocks
-    ostree(delta_repo, "pull-local", "--depth=0", str(repo), commit)
+    delta_repo.pull_local(repo, [commit], depth=0)
     deltas: list[Delta] = []
     seen: set[str] = set()
     for path in previous:
@@ -355,7 +311,7 @@ def _make_deltas(
             log.info("previous %s: commit %s already covered, no delta", path, prev.commit[:12])
             continue
         seen.add(prev.commit)
-        ostree(delta_repo, "pull-local", "--depth=0", str(prev.repo), prev.commit)
+        delta_repo.pull_local(prev.repo, [prev.commit], depth=0)
         delta = _generate_delta(delta_repo, repo, prev.commit, commit, ts)
         if _worth_shipping(delta, repo, prev.repo):
             deltas.append(delta)
@@ -391,15 +347,15 @@ def _worth_shipping(delta: Delta, repo: Path, previous_repo: Path) -> bool:
     return False
 
 
-def _write_summary(repo: Path, signing: SigningKey | None, ts: int) -> None:
+def _write_summary(repo: OSTreeRepo, signing: SigningKey | None, ts: int) -> None:
     if signing is not None:
         # ostree signs only while regenerating (`summary` alone refuses: "use -u"), so a
         # signed summary keeps ostree's wall-clock stamp; its signature differs per run
         # anyway, so a signed build is never byte-reproducible.
-        ostree(repo, "summary", "--update", *signing.ostree_args())
+        repo.summary_update(gpg_key=signing.key_id, gpg_homedir=signing.homedir)
         return
-    ostree(repo, "summary", "--update")
-    pin_summary_timestamp(repo / "summary", ts)
+    repo.summary_update()
+    pin_summary_timestamp(repo.path / "summary", ts)
 
 
 def _tidy(repo: Path) -> None:

@@ -142,9 +142,6 @@ class OSTreeRepo:
     def config_get(self, key: str) -> str:
         return self.run("config", "get", key).strip()
 
-    def config_set(self, key: str, value: str) -> None:
-        self.run("config", "set", key, value)
-
     # -- refs and commits -------------------------------------------------------------
 
     def rev_parse(self, rev: str, allow_missing: bool = False) -> str | None:
@@ -236,14 +233,6 @@ class OSTreeRepo:
         parent: str | None = None,
         timestamp: int | None = None,
         bootable: bool = False,
-        owner_uid: int | None = None,
-        owner_gid: int | None = None,
-        canonical_permissions: bool = False,
-        link_checkout_speedup: bool = False,
-        consume: bool = False,
-        generate_sizes: bool = False,
-        gpg_key: str | None = None,
-        gpg_homedir: Path | None = None,
         log_path: Path | None = None,
     ) -> CommitStats:
         """``ostree commit`` the directory ``tree``; ``branch`` None makes an orphan.
@@ -266,52 +255,25 @@ class OSTreeRepo:
             args.append(f"--timestamp=@{int(timestamp)}")
         if bootable:
             args.append("--bootable")
-        if owner_uid is not None:
-            args.append(f"--owner-uid={owner_uid}")
-        if owner_gid is not None:
-            args.append(f"--owner-gid={owner_gid}")
-        if canonical_permissions:
-            args.append("--canonical-permissions")
-        if link_checkout_speedup:
-            args.append("--link-checkout-speedup")
-        if consume:
-            args.append("--consume")
-        if generate_sizes:
-            args.append("--generate-sizes")
-        args += _gpg_args(gpg_key, gpg_homedir, self._inner)
         output = self.run(*args, log_path=log_path)
         return _parse_commit_table(output)
 
     # -- verification and transfer -----------------------------------------------------
 
-    def fsck(self, quiet: bool = False, keep_going: bool = False) -> str:
-        """``ostree fsck``; raises OSTreeError (with ostree's findings) on corruption.
+    def fsck(self, quiet: bool = False) -> str:
+        """``ostree fsck``; raises OSTreeError (with ostree's findings) on corruption."""
+        return self.run("fsck", *(["--quiet"] if quiet else []))
 
-        ``keep_going`` reports every error instead of stopping at the first (``--all``).
-        """
-        args = ["fsck"] + (["--quiet"] if quiet else []) + (["--all"] if keep_going else [])
-        return self.run(*args)
-
-    def pull_local(
-        self,
-        source: Path | OSTreeRepo,
-        refs: Sequence[str] = (),
-        depth: int = 0,
-        untrusted: bool = False,
-        remote: str | None = None,
-        commit_metadata_only: bool = False,
-    ) -> None:
+    def pull_local(self, source: Path | OSTreeRepo, refs: Sequence[str] = (),
+                   depth: int = 0) -> None:
         """``ostree pull-local SOURCE [REFS]``: copy commits (and their objects) in."""
         source_path = source.path if isinstance(source, OSTreeRepo) else Path(source)
-        args = ["pull-local", f"--depth={depth}"]
-        if untrusted:
-            args.append("--untrusted")
-        if remote:
-            args.append(f"--remote={remote}")
-        if commit_metadata_only:
-            args.append("--commit-metadata-only")
-        args += [self._inner(source_path), *refs]
-        self.run(*args)
+        self.run("pull-local", f"--depth={depth}", self._inner(source_path), *refs)
+
+    def gpg_sign(self, commit: str, key: str, gpg_homedir: Path | None = None) -> None:
+        """``ostree gpg-sign COMMIT KEY``: add a detached signature to ``commit``."""
+        args = [f"--gpg-homedir={self._inner(gpg_homedir)}"] if gpg_homedir else []
+        self.run("gpg-sign", *args, commit, key)
 
     def summary_update(
         self,
@@ -323,41 +285,23 @@ class OSTreeRepo:
         args = ["summary", "--update"]
         for key, value in (metadata or {}).items():
             args.append(f"--add-metadata={key}={gvariant_text(value)}")
-        args += _gpg_args(gpg_key, gpg_homedir, self._inner)
+        if gpg_key:
+            args.append(f"--gpg-sign={gpg_key}")
+            if gpg_homedir:
+                args.append(f"--gpg-homedir={self._inner(gpg_homedir)}")
         self.run(*args)
-
-    def prune(self, refs_only: bool = True, depth: int | None = None) -> str:
-        args = ["prune"] + (["--refs-only"] if refs_only else [])
-        if depth is not None:
-            args.append(f"--depth={depth}")
-        return self.run(*args)
 
     # -- trees ------------------------------------------------------------------------
 
-    def checkout(
-        self,
-        rev: str,
-        dest: Path,
-        subpath: str | None = None,
-        user_mode: bool = True,
-        union: bool = False,
-        force_copy: bool = False,
-        allow_noent: bool = False,
-    ) -> None:
+    def checkout(self, rev: str, dest: Path, subpath: str | None = None,
+                 user_mode: bool = True) -> None:
         """Check ``rev`` (or its ``subpath``) out into ``dest`` (which must not exist)."""
         args = ["checkout"]
         if user_mode:
             args.append("--user-mode")
         if subpath:
             args.append(f"--subpath={subpath}")
-        if union:
-            args.append("--union")
-        if force_copy:
-            args.append("--force-copy")
-        if allow_noent:
-            args.append("--allow-noent")
-        args += [rev, self._inner(dest)]
-        self.run(*args)
+        self.run(*args, rev, self._inner(dest))
 
     def ls(self, rev: str, path: str = "/", recursive: bool = False) -> list[LsEntry]:
         """List ``path`` in ``rev`` (``ostree ls -C``), recursively if asked."""
@@ -370,30 +314,16 @@ class OSTreeRepo:
 
     # -- static deltas ----------------------------------------------------------------
 
-    def static_delta_generate(
-        self,
-        to_rev: str,
-        from_rev: str | None = None,
-        inline: bool = False,
-        min_fallback_size: int | None = None,
-        max_bsdiff_size: int | None = None,
-        disable_bsdiff: bool = False,
-    ) -> str:
+    def static_delta_generate(self, to_rev: str, from_rev: str | None = None) -> str:
         """Generate the delta ``from_rev`` -> ``to_rev`` (None: from scratch); its name."""
-        args = ["static-delta", "generate", f"--to={to_rev}"]
-        args.append(f"--from={from_rev}" if from_rev else "--empty")
-        if inline:
-            args.append("--inline")
-        if min_fallback_size is not None:
-            args.append(f"--min-fallback-size={min_fallback_size}")
-        if max_bsdiff_size is not None:
-            args.append(f"--max-bsdiff-size={max_bsdiff_size}")
-        if disable_bsdiff:
-            args.append("--disable-bsdiff")
-        self.run(*args)
-        to_commit = self.rev_parse(to_rev)
-        from_commit = self.rev_parse(from_rev) if from_rev else None
-        return f"{from_commit}-{to_commit}" if from_commit else str(to_commit)
+        self.run("static-delta", "generate", f"--to={to_rev}",
+                 f"--from={from_rev}" if from_rev else "--empty")
+        to_commit = self._checksum(to_rev)
+        return f"{self._checksum(from_rev)}-{to_commit}" if from_rev else to_commit
+
+    def _checksum(self, rev: str) -> str:
+        """``rev`` itself when it already is a checksum, else what it names."""
+        return rev if _CHECKSUM_RE.match(rev) else str(self.rev_parse(rev))
 
     def static_delta_list(self) -> list[str]:
         """Delta names: ``TO`` (from scratch) or ``FROM-TO`` (commit checksums)."""
@@ -411,13 +341,6 @@ def _checked(result: CommandResult, what: str) -> str:
     if result.returncode != 0:
         raise OSTreeError(result.argv, result.returncode, result.output, what=what)
     return result.output
-
-
-def _gpg_args(key: str | None, homedir: Path | None, inner: Any) -> list[str]:
-    args = [f"--gpg-sign={key}"] if key else []
-    if key and homedir:
-        args.append(f"--gpg-homedir={inner(homedir)}")
-    return args
 
 
 def _last_line(text: str) -> str:

@@ -29,7 +29,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .compose import ComposeRequest, ComposeResult, get_engine
 from .errors import HostImageError
@@ -37,7 +36,9 @@ from .export import ExportResult, SigningKey, export_commit
 from .fsutil import write_atomic
 from .manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
 from .ostree import OSTreeRepo
+from .rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
 from .runner import CommandRunner
+from .treefile import Treefile, load_treefile
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +143,11 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
     with tempfile.TemporaryDirectory(prefix=".package-", dir=workdir or output_dir
                                      ) as scratch_name:
         scratch = Path(scratch_name)
-        verified = _verify(Path(work_repo), compose, request.version, scratch)
+        verified = _verify(work_repo, compose, request.version, scratch)
         content_dir = scratch / "content"
-        exported = _export(request, Path(work_repo), compose, verified,
+        exported = _export(request, work_repo, compose, verified,
                            content_dir / "srv" / "repo", scratch)
-        manifest = _manifest(request, Path(request.treefile), compose, verified, exported)
+        manifest = _manifest(request, compose, verified, exported)
         manifest.write(content_dir / "srv" / MANIFEST_NAME)
         log.info("manifest: %s, %d packages, %d deltas", manifest.nvr, len(manifest.packages),
                  len(manifest.deltas))
@@ -164,9 +165,7 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
 # --- stages ------------------------------------------------------------------------------
 
 
-def _load(request: BuildRequest) -> Any:
-    from .treefile import load_treefile
-
+def _load(request: BuildRequest) -> Treefile:
     treefile = load_treefile(Path(request.treefile), request.arch)
     log.info("treefile %s: ref %s, %d packages", request.treefile, treefile.ref,
              len(treefile.packages))
@@ -177,7 +176,7 @@ def _work_repo_path(request: BuildRequest, workdir: Path) -> Path:
     return Path(request.work_repo).absolute() if request.work_repo else workdir / "work-repo"
 
 
-def _compose_version(request: BuildRequest, treefile: Any) -> str | None:
+def _compose_version(request: BuildRequest, treefile: Treefile) -> str | None:
     """The version to stamp: the requested one; else the engine applies
     ``automatic-version-prefix``; else a UTC date stamp, so every commit has a version."""
     if request.version:
@@ -187,7 +186,7 @@ def _compose_version(request: BuildRequest, treefile: Any) -> str | None:
     return time.strftime("%Y%m%d.%H%M%S", time.gmtime())
 
 
-def _compose(request: BuildRequest, treefile: Any, workdir: Path, log_path: Path
+def _compose(request: BuildRequest, treefile: Treefile, workdir: Path, log_path: Path
              ) -> ComposeResult:
     engine = get_engine(request.engine, request.runner)
     compose_request = ComposeRequest(
@@ -223,28 +222,27 @@ def _verify(work_repo: Path, compose: ComposeResult, requested_version: str | No
     if not isinstance(inputhash, str) or not inputhash:
         raise BuildError(f"{work_repo}: commit {compose.commit}: metadata {INPUTHASH_KEY}: "
                          f"expected a string, got {inputhash!r}")
-    packages = _packages(work_repo, compose.commit, workdir)
+    packages = _packages(work_repo, compose.commit, info.metadata, workdir)
     log.info("verified %s: version %s, %d packages, fsck clean", compose.commit[:12], version,
              len(packages))
     return _Verified(compose.commit, version, inputhash, info.parent,
                      info.content_checksum, info.timestamp, packages)
 
 
-def _packages(work_repo: Path, commit: str, workdir: Path) -> list[Package]:
+def _packages(work_repo: Path, commit: str, metadata: dict[str, object], workdir: Path
+              ) -> list[Package]:
     """The tree's own rpmdb is the truth; a commit without one (not a real compose) may
     still carry rpm-ostree's ``rpmostree.rpmdb.pkglist`` metadata."""
-    from .rpmdb import packages_from_commit_metadata, packages_in_commit
-
     try:
         return sorted(packages_in_commit(work_repo, commit, workdir=workdir))
     except HostImageError as exc:
-        stored = packages_from_commit_metadata(OSTreeRepo(work_repo), commit)
-        if stored is None:
+        pkglist = metadata.get(PKGLIST_KEY)
+        if pkglist is None:
             raise BuildError(f"{work_repo}: commit {commit}: no package list: the tree has "
                              f"no readable rpmdb ({exc}) and no rpmostree.rpmdb.pkglist") from exc
         log.warning("commit %s: no readable rpmdb (%s); using rpmostree.rpmdb.pkglist",
                     commit[:12], exc)
-        return sorted(stored)
+        return sorted(packages_from_pkglist(pkglist, f"{commit}: {PKGLIST_KEY}"))
 
 
 def _export(request: BuildRequest, work_repo: Path, compose: ComposeResult,
@@ -264,13 +262,14 @@ def _export(request: BuildRequest, work_repo: Path, compose: ComposeResult,
     return result
 
 
-def _manifest(request: BuildRequest, treefile_path: Path, compose: ComposeResult,
-              verified: _Verified, exported: ExportResult) -> HostImageManifest:
+def _manifest(request: BuildRequest, compose: ComposeResult, verified: _Verified,
+              exported: ExportResult) -> HostImageManifest:
+    treefile_path = Path(request.treefile)
     source = request.source
     if source.treefile is None:
-        source = Source(source.scm_url, source.revision, Path(request.treefile).name)
+        source = Source(source.scm_url, source.revision, treefile_path.name)
     return HostImageManifest(
-        name=request.name or Path(treefile_path).stem,
+        name=request.name or treefile_path.stem,
         version=verified.version,
         release=request.release,
         arch=request.arch,

@@ -19,9 +19,8 @@ from koji_hostimage.export import (
     count_objects,
     delta_relpath,
     export_commit,
-    list_refs,
-    rev_parse,
 )
+from koji_hostimage.ostree import OSTreeRepo
 
 REF = "exampleos/x86_64/stable"
 
@@ -79,8 +78,8 @@ def test_export_holds_only_the_commit_and_its_ref(builds: Builds, tmp_path: Path
     assert not list((repo / "tmp").iterdir()) and not (repo / ".lock").exists()
     assert result.commit == builds.v2 and result.ref == REF
     assert "mode=archive" in (repo / "config").read_text()
-    assert list_refs(repo) == [REF]
-    assert rev_parse(repo, REF) == builds.v2
+    assert OSTreeRepo(repo).refs() == [REF]
+    assert OSTreeRepo(repo).rev_parse(REF) == builds.v2
     # v1 (the parent) is not there: the export was pulled with depth 0
     assert not list((repo / "objects" / builds.v1[:2]).glob(f"{builds.v1[2:]}.commit"))
     assert ostree(repo, "show", builds.v1, check=False).returncode != 0
@@ -161,7 +160,7 @@ def test_http_pull_uses_the_delta(builds: Builds, tmp_path: Path):
         # the node runs v1: its remote ref points at v1, so pull looks for a v1->v2 delta
         ostree(client, "pull-local", "--remote=origin", str(builds.v1_export.repo), REF)
         ostree(client, "pull", "origin", REF)
-    assert rev_parse(client, f"origin:{REF}") == builds.v2
+    assert OSTreeRepo(client).rev_parse(f"origin:{REF}") == builds.v2
     delta_dir = delta_relpath(builds.v1, builds.v2)
     assert f"/{delta_dir}/superblock" in requests.paths
     assert f"/{delta_dir}/0" in requests.paths

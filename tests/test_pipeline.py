@@ -13,10 +13,13 @@ import pytest
 
 from koji_hostimage import oci
 from koji_hostimage.cli import main
+from koji_hostimage.compose import ComposeResult
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.inspect import load_image
-from koji_hostimage.manifest import HostImageManifest
-from koji_hostimage.pipeline import BuildRequest, build_host_image
+from koji_hostimage.manifest import HostImageManifest, Package
+from koji_hostimage.ostree import OSTreeRepo
+from koji_hostimage.pipeline import BuildError, BuildRequest, build_host_image, package_commit
+from koji_hostimage.rpmdb import PKGLIST_KEY, pkglist_metadata
 
 ARCH = "x86_64"
 
@@ -167,3 +170,29 @@ def test_server_cmd_must_be_a_json_list(example_content, tmp_path: Path, caplog)
     assert code == 1
     assert "--server-cmd: expected a JSON list of strings" in caplog.text
     assert not (tmp_path / "o").exists()
+
+
+def test_commit_without_rpmdb_falls_back_to_the_pkglist_metadata(tmp_path: Path):
+    """A commit made with plain `ostree commit` (no rpmdb in the tree): the package list
+    comes from its rpmostree.rpmdb.pkglist; with neither, the build is refused."""
+    tree = tmp_path / "tree" / "usr" / "bin"
+    tree.mkdir(parents=True)
+    (tree / "tool").write_text("#!/bin/sh\n")
+    repo = OSTreeRepo(tmp_path / "work").init("bare-user")
+    packages = [Package("tool", 2, "1.0", "3", "noarch"), Package("lib", None, "4", "1", ARCH)]
+    metadata = {"version": "7", "rpmostree.inputhash": "f" * 64}
+    with_list = repo.commit(tmp_path / "tree", "a/ref",
+                            metadata={**metadata, PKGLIST_KEY: pkglist_metadata(packages)})
+    without = repo.commit(tmp_path / "tree", "b/ref", metadata=metadata)
+
+    def pack(ref: str, commit: str, out: str):
+        compose = ComposeResult(changed=True, ref=ref, commit=commit, engine="dnf")
+        return package_commit(BuildRequest(treefile=tmp_path / "host.yaml",
+                                           output_dir=tmp_path / out, arch=ARCH),
+                              compose, repo.path)
+
+    result = pack("a/ref", with_list.commit, "a")
+    assert result.manifest is not None and result.manifest.packages == sorted(packages)
+    assert result.manifest.version == "7" and result.archive.is_file()
+    with pytest.raises(BuildError, match=f"{without.commit}: no package list"):
+        pack("b/ref", without.commit, "b")
