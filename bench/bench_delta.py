@@ -37,13 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from koji_hostimage.compose import host_arch  # noqa: E402
 from koji_hostimage.examplerepo import (  # noqa: E402
     UPDATE_OVERRIDES,
     ExtraPackage,
     build_example_content,
 )
 from koji_hostimage.pipeline import BuildRequest, build_host_image  # noqa: E402
-from koji_hostimage.roundtrip import extract_repo, host_arch  # noqa: E402
+from koji_hostimage.roundtrip import extract_repo  # noqa: E402
 from koji_hostimage.server import ArchiveTree, HostImageServer  # noqa: E402
 
 TARGET = 1.5

@@ -12,6 +12,7 @@ Both write a compose.json of the same shape (rpm-ostree's ``--write-composejson-
 from __future__ import annotations
 
 import abc
+import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
     from .treefile import Treefile
 
 ENGINE_NAMES = ("auto", "rpm-ostree", "dnf")
+
+# platform.machine() names that differ from the RPM basearch Koji uses.
+_MACHINE_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "i586": "i686"}
+
+
+def host_arch() -> str:
+    """This machine's arch as RPM and Koji name it (the default arch to compose for)."""
+    machine = platform.machine()
+    return _MACHINE_ARCH.get(machine, machine)
 
 
 @dataclass

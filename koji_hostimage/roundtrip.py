@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import re
 import shutil
 import sys
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compose import host_arch
 from .errors import HostImageError, OSTreeError
 from .pipeline import BuildRequest, BuildResult, build_host_image
 from .runner import HostRunner
@@ -119,11 +119,6 @@ def _run(argv: Sequence[str]) -> str:
         raise OSTreeError(result.argv, result.returncode, result.output,
                           what=" ".join(argv[:3]))
     return result.output
-
-
-def host_arch() -> str:
-    machine = platform.machine()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 # --- builds ------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ it), ``.repo_dir``, ``.nevras``. Treat them as read-only; build your own variant
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gpgtools import GpgKey, make_gpg_key, remove_gpg_key
 
 from koji_hostimage.compose import ComposeRequest, ComposeResult
 from koji_hostimage.examplerepo import (
@@ -73,3 +75,11 @@ def composed_v1(
     result = DnfEngine().compose(request)
     assert result.changed and result.commit
     return ComposedRepo(base / "repo", result.ref, result.commit, result, example_content)
+
+
+@pytest.fixture(scope="session")
+def gpg_key() -> Iterator[GpgKey]:
+    """A throwaway GPG signing key (its own GNUPGHOME), shared by the signing tests."""
+    key = make_gpg_key()
+    yield key
+    remove_gpg_key(key)

@@ -12,10 +12,10 @@ import datetime
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from runnertools import MappedRunner
 
 from koji_hostimage.compose import ComposeRequest, get_engine
 from koji_hostimage.engine_rpmostree import (
@@ -24,7 +24,6 @@ from koji_hostimage.engine_rpmostree import (
     parse_compose_json,
 )
 from koji_hostimage.errors import ComposeError
-from koji_hostimage.runner import CommandResult, HostRunner
 from koji_hostimage.treefile import FLAT_REPO_FILE_NAME, load_treefile
 
 FAKE = Path(__file__).resolve().parent / "fake-rpm-ostree"
@@ -221,34 +220,6 @@ def test_failure_carries_the_output_tail(tmp_path, fake, source, monkeypatch):
     assert "no-such-package" in log_path.read_text()
 
 
-class PrefixRunner(HostRunner):
-    """A runner whose commands see ``host_root`` as ``inner_root`` (like a chroot).
-
-    ``inner_root`` is a symlink to ``host_root``, so the mapped paths really work; the
-    runner records every argv it runs.
-    """
-
-    def __init__(self, host_root: Path, inner_root: Path):
-        super().__init__()
-        self.host_root = host_root
-        self.inner_root = inner_root
-        self.argvs: list[list[str]] = []
-
-    def inner_path(self, host_path: Path) -> str:
-        relative = Path(host_path).relative_to(self.host_root)
-        return str(self.inner_root / relative)
-
-    def run(
-        self,
-        argv: Sequence[str],
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        log_path: Path | None = None,
-    ) -> CommandResult:
-        self.argvs.append([str(a) for a in argv])
-        return super().run(argv, cwd=cwd, env=env, log_path=log_path)
-
-
 def test_runner_path_mapping(tmp_path, fake, monkeypatch):
     """Uses the stand-in tests/fake-rpm-ostree; every path it gets is the runner's view."""
     host_root = tmp_path / "host"
@@ -260,7 +231,7 @@ def test_runner_path_mapping(tmp_path, fake, monkeypatch):
     subprocess.run(["createrepo_c", "--quiet", str(src / "rpms")], check=True)
     (src / "local.repo").write_text(f"[local]\nbaseurl={(src / 'rpms').as_uri()}\n")
     (src / "host.yaml").write_text("ref: mapped/host\nrepos: [local]\npackages: [alpha]\n")
-    runner = PrefixRunner(host_root, inner_root)
+    runner = MappedRunner(host_root, inner_root)
     request = ComposeRequest(
         treefile=load_treefile(src / "host.yaml", "x86_64"),
         repo=host_root / "repo",
@@ -290,7 +261,7 @@ def test_existing_repo_is_not_reinitialised(tmp_path, fake, source):
     repo = tmp_path / "work-repo"
     ostree("init", f"--repo={repo}", "--mode=bare-user")
 
-    runner = PrefixRunner(tmp_path, tmp_path)  # maps nothing; records every argv
+    runner = MappedRunner(tmp_path, tmp_path)  # maps nothing; records every argv
     RpmOstreeEngine(runner).compose(make_request(tmp_path, source))
     assert [a[0] for a in runner.argvs] == ["rpm-ostree"]
 

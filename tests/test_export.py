@@ -6,7 +6,6 @@ from __future__ import annotations
 import filecmp
 import random
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,13 +61,6 @@ class Builds:
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     return Builds(tmp_path_factory.mktemp("export-builds"))
-
-
-@pytest.fixture(scope="module")
-def gpg_key() -> Iterator[GpgKey]:
-    key = make_gpg_key()
-    yield key
-    remove_gpg_key(key)
 
 
 def test_export_holds_only_the_commit_and_its_ref(builds: Builds, tmp_path: Path):

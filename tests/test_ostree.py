@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from runnertools import MappedRunner
 
 from koji_hostimage.errors import OSTreeError
 from koji_hostimage.ostree import (
@@ -19,7 +20,7 @@ from koji_hostimage.ostree import (
     parse_gvariant_text,
     quote_gvariant_string,
 )
-from koji_hostimage.runner import HostRunner, run_checked
+from koji_hostimage.runner import run_checked
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:
@@ -169,27 +170,11 @@ def test_fsck_reports_corruption(repo: OSTreeRepo, tree: Path, tmp_path: Path) -
     assert "corrupted" in str(excinfo.value).lower() or "error" in str(excinfo.value)
 
 
-class _InnerRunner(HostRunner):
-    """A runner whose commands see paths through another name (like a buildroot's)."""
-
-    def __init__(self, host: Path, inner: Path):
-        super().__init__()
-        self.host, self.inner = host, inner
-        self.argvs: list[list[str]] = []
-
-    def inner_path(self, host_path: Path) -> str:
-        return str(self.inner / Path(host_path).relative_to(self.host))
-
-    def run(self, argv, cwd=None, env=None, log_path=None):  # noqa: ANN001, ANN201
-        self.argvs.append([str(a) for a in argv])
-        return super().run(argv, cwd=cwd, env=env, log_path=log_path)
-
-
 def test_every_path_goes_through_the_runner(tmp_path: Path) -> None:
     host = tmp_path / "host"
     make_tree(host / "tree", {"usr/x": "x\n"})
     os.symlink(host, tmp_path / "inner")
-    runner = _InnerRunner(host, tmp_path / "inner")
+    runner = MappedRunner(host, tmp_path / "inner")
     repo = OSTreeRepo(host / "repo", runner).init()
     commit = repo.commit(host / "tree", "r").commit
     repo.checkout(commit, host / "co")

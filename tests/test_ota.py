@@ -66,13 +66,6 @@ def unsigned(tmp_path_factory: pytest.TempPathFactory) -> Pair:
 
 
 @pytest.fixture(scope="module")
-def gpg_key() -> Iterator[GpgKey]:
-    key = make_gpg_key()
-    yield key
-    remove_gpg_key(key)
-
-
-@pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Pair:
     return _pair(tmp_path_factory.mktemp("ota-signed"), gpg_key)
 

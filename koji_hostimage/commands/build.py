@@ -10,11 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..compose import ENGINE_NAMES
+from ..compose import ENGINE_NAMES, host_arch
 from ..errors import HostImageError
 from ..manifest import Source
 from ..pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
-from .compose import default_arch
 
 HELP = "build a host image: compose, export, OCI archive and hostimage.json"
 
@@ -25,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("treefile", type=Path, metavar="TREEFILE", help="rpm-ostree treefile")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR",
                         help="where the archive, hostimage.json and compose.json go")
-    parser.add_argument("--arch", default=default_arch(),
+    parser.add_argument("--arch", default=host_arch(),
                         help="Koji arch name [this machine's: %(default)s]")
     parser.add_argument("--name", help="image name [the treefile's file name stem]")
     parser.add_argument("--version", dest="image_version", metavar="VERSION",

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from ..compose import ENGINE_NAMES, ComposeRequest, ComposeResult, get_engine
+from ..compose import ENGINE_NAMES, ComposeRequest, ComposeResult, get_engine, host_arch
 from ..treefile import load_treefile
 
 HELP = "compose a treefile into an OSTree commit (dnf or rpm-ostree engine)"
@@ -24,16 +23,13 @@ HELP = "compose a treefile into an OSTree commit (dnf or rpm-ostree engine)"
 log = logging.getLogger("koji_hostimage.compose")
 
 # uname -m -> Koji/rpm basearch, for the default --arch.
-_MACHINE_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "i586": "i686"}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("treefile", type=Path, help="rpm-ostree treefile (YAML or JSON)")
     parser.add_argument("--repo", type=Path, required=True,
                         help="work OSTree repo (bare-user; created when missing)")
     parser.add_argument("--engine", choices=ENGINE_NAMES, default="auto",
                         help="compose engine (default: auto = rpm-ostree if installed, else dnf)")
-    parser.add_argument("--arch", default=default_arch(),
+    parser.add_argument("--arch", default=host_arch(),
                         help="basearch for ${basearch} and arch keys (default: %(default)s)")
     parser.add_argument("--version", dest="image_version",
                         help="commit version (default: from automatic-version-prefix)")
@@ -46,11 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scratch dir, kept (default: a temporary dir, removed)")
     parser.add_argument("--json", action="store_true",
                         help="print the result and compose.json as JSON on stdout")
-
-
-def default_arch() -> str:
-    machine = platform.machine()
-    return _MACHINE_ARCH.get(machine, machine)
 
 
 def run(args: argparse.Namespace) -> int:
