@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
 
-from koji_hostimage.tarwriter import plan_tree, write_tar  # noqa: E402
+from koji_hostimage.image.tarwriter import plan_tree, write_tar  # noqa: E402
 
 TARGET_RATIO = 0.8
 REF = "bench/x86_64"

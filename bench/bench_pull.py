@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
 
-from koji_hostimage.oci import OciImageSpec, write_oci_archive  # noqa: E402
+from koji_hostimage.image.oci import OciImageSpec, write_oci_archive  # noqa: E402
 
 TARGET_RATIO = 1.4
 REF = "bench/x86_64/pull"
@@ -159,7 +159,8 @@ def nginx(root: Path, tmp: Path) -> Iterator[tuple[str, int]]:
 def ours(path: Path, log: Path) -> Iterator[tuple[str, int, float]]:
     """`koji-hostimage serve PATH --port 0` as its own process, its log (one line per
     request, as nginx's access log) going to a file; yields (url, pid, startup seconds)."""
-    argv = [sys.executable, "-m", "koji_hostimage.cli", "serve", str(path), "--port", "0"]
+    argv = [sys.executable, "-m", "koji_hostimage.commands.main", "serve", str(path),
+            "--port", "0"]
     started = time.monotonic()
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)

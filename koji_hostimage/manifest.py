@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError
-from .fsutil import write_atomic
+from koji_hostimage.errors import ManifestError
+from koji_hostimage.fsutil import write_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "hostimage.json"

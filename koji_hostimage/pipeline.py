@@ -30,15 +30,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compose import ComposeRequest, ComposeResult, get_engine
-from .errors import HostImageError
-from .export import ExportResult, SigningKey, export_commit
-from .fsutil import write_atomic
-from .manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
-from .ostree import OSTreeRepo
-from .rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
-from .runner import CommandRunner
-from .treefile import Treefile, load_treefile
+from koji_hostimage.compose.base import ComposeRequest, ComposeResult
+from koji_hostimage.compose.engines import get_engine
+from koji_hostimage.compose.rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.image.export import ExportResult, SigningKey, export_commit
+from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
+from koji_hostimage.ostree.repo import OSTreeRepo
+from koji_hostimage.runner import CommandRunner
+from koji_hostimage.treefile.load import Treefile, load_treefile
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def _manifest(request: BuildRequest, compose: ComposeResult, verified: _Verified
 def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
                    compose: ComposeResult, content_dir: Path, staging: Path,
                    log_path: Path | None) -> BuildResult:
-    from .oci import OciImageSpec, image_labels, write_oci_archive
+    from koji_hostimage.image.oci import OciImageSpec, image_labels, write_oci_archive
 
     output_dir = Path(request.output_dir)
     stem = f"{manifest.nvr}.{manifest.arch}"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .manifest import Package
+from koji_hostimage.manifest import Package
 
 _SEGMENT = re.compile(r"(\d+|[A-Za-z]+|~|\^)")
 

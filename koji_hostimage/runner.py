@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import CommandError
+from koji_hostimage.errors import CommandError
 
 log = logging.getLogger(__name__)
 

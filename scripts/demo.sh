@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
-exec .venv/bin/python -m koji_hostimage.roundtrip "$@"
+exec .venv/bin/python -m koji_hostimage.example.roundtrip "$@"

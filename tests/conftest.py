@@ -4,7 +4,7 @@
 Session-scoped example content is built once per test run with real rpmbuild and
 createrepo_c (about a second each):
 
-- ``example_content``: v1 of the example host OS (koji_hostimage.examplerepo).
+- ``example_content``: v1 of the example host OS (koji_hostimage.example.content).
 - ``example_content_v2``: the update: ``greeter`` 1.0 -> 1.1 and ``host-release`` 1 -> 2
   (examplerepo.UPDATE_OVERRIDES), in its own directory with its own repo.
 
@@ -25,12 +25,8 @@ from pathlib import Path
 import pytest
 from gpgtools import GpgKey, make_gpg_key, remove_gpg_key
 
-from koji_hostimage.compose import ComposeRequest, ComposeResult
-from koji_hostimage.examplerepo import (
-    UPDATE_OVERRIDES,
-    ExampleContent,
-    build_example_content,
-)
+from koji_hostimage.compose.base import ComposeRequest, ComposeResult
+from koji_hostimage.example.content import UPDATE_OVERRIDES, ExampleContent, build_example_content
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +62,8 @@ def composed_v1(
 
     Read-only: to build on it (v2, deltas ...), ``ostree pull-local`` it into your own repo.
     """
-    from koji_hostimage.engine_dnf import DnfEngine
-    from koji_hostimage.treefile import load_treefile
+    from koji_hostimage.compose.dnf import DnfEngine
+    from koji_hostimage.treefile.load import load_treefile
 
     base = tmp_path_factory.mktemp("composed-v1")
     treefile = load_treefile(example_content.treefile, "x86_64")

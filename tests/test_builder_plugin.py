@@ -539,8 +539,8 @@ def test_base_image_sources(plugin, tmp_path):
     """The configured base image may be a local OCI archive; a user's may not; a registry
     reference is copied with skopeo (here one that cannot answer: the error names it)."""
     from koji_hostimage.errors import CommandError
-    from koji_hostimage.kojibuild import BuilderConfig
-    from koji_hostimage.options import with_defaults
+    from koji_hostimage.koji.builder import BuilderConfig
+    from koji_hostimage.koji.options import with_defaults
 
     hub = StandinHub(upload_root=tmp_path / "hub")
     handler = make_handler(plugin.CreateHostImageTask, hub, standin_options(tmp_path),

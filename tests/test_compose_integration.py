@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from koji_hostimage.cli import main
-from koji_hostimage.compose import ComposeRequest
-from koji_hostimage.engine_dnf import INPUTHASH_KEY, DnfEngine
+from koji_hostimage.commands.main import main
+from koji_hostimage.compose.base import ComposeRequest
+from koji_hostimage.compose.dnf import INPUTHASH_KEY, DnfEngine
+from koji_hostimage.compose.rpmdb import PKGLIST_KEY, packages_in_commit
 from koji_hostimage.errors import ComposeError
-from koji_hostimage.examplerepo import (
+from koji_hostimage.example.content import (
     EXAMPLE_PACKAGES,
     ExampleContent,
     ExampleContentError,
     ExtraPackage,
     build_example_content,
 )
-from koji_hostimage.ostree import OSTreeRepo
-from koji_hostimage.rpmdb import PKGLIST_KEY, packages_in_commit
+from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import HostRunner, run_checked
-from koji_hostimage.treefile import input_hash, load_treefile, resolve_repos
+from koji_hostimage.treefile.load import input_hash, load_treefile, resolve_repos
 
 ARCH = "x86_64"
 

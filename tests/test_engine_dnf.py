@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from runnertools import MappedRunner
 
-from koji_hostimage.compose import ComposeRequest
-from koji_hostimage.engine_dnf import (
+from koji_hostimage.compose.base import ComposeRequest
+from koji_hostimage.compose.dnf import (
     PKGDIFF_ADDED,
     PKGDIFF_DOWNGRADED,
     PKGDIFF_REMOVED,
@@ -25,18 +25,18 @@ from koji_hostimage.engine_dnf import (
     next_version,
     pkgdiff_entries,
 )
-from koji_hostimage.errors import ComposeError
-from koji_hostimage.examplerepo import ExampleContent, ExtraPackage, build_example_content
-from koji_hostimage.manifest import Package
-from koji_hostimage.ostree import OSTreeRepo
-from koji_hostimage.rpmdb import (
+from koji_hostimage.compose.rpmdb import (
     PKGLIST_KEY,
     packages_from_commit_metadata,
     packages_from_pkglist,
     packages_in_commit,
     pkglist_metadata,
 )
-from koji_hostimage.treefile import Treefile, load_treefile
+from koji_hostimage.errors import ComposeError
+from koji_hostimage.example.content import ExampleContent, ExtraPackage, build_example_content
+from koji_hostimage.manifest import Package
+from koji_hostimage.ostree.repo import OSTreeRepo
+from koji_hostimage.treefile.load import Treefile, load_treefile
 
 
 def treefile_with(tmp_path: Path, **data: object) -> Treefile:

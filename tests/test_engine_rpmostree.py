@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 from runnertools import MappedRunner
 
-from koji_hostimage.compose import ComposeRequest, get_engine
-from koji_hostimage.engine_rpmostree import (
+from koji_hostimage.compose.base import ComposeRequest
+from koji_hostimage.compose.engines import get_engine
+from koji_hostimage.compose.rpmostree import (
     RpmOstreeEngine,
     build_compose_argv,
     parse_compose_json,
 )
 from koji_hostimage.errors import ComposeError
-from koji_hostimage.treefile import FLAT_REPO_FILE_NAME, load_treefile
+from koji_hostimage.treefile.load import FLAT_REPO_FILE_NAME, load_treefile
 
 FAKE = Path(__file__).resolve().parent / "fake-rpm-ostree"
 

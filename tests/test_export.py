@@ -12,14 +12,14 @@ import pytest
 from gpgtools import GpgKey, make_gpg_key, remove_gpg_key
 from httptools import static_server
 
-from koji_hostimage.export import (
+from koji_hostimage.image.export import (
     ExportError,
     SigningKey,
     count_objects,
     delta_relpath,
     export_commit,
 )
-from koji_hostimage.ostree import OSTreeRepo
+from koji_hostimage.ostree.repo import OSTreeRepo
 
 REF = "exampleos/x86_64/stable"
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The hub plugin (plugins/hub/hostimage.py) and the opts schema (koji_hostimage.options).
+"""The hub plugin (plugins/hub/hostimage.py) and the opts schema (koji_hostimage.koji.options).
 
 Every test here that calls the plugin uses the STAND-IN kojihub module and the stand-in
 ``context.session`` from tests/stubs/kojihub.py (kojihub needs PostgreSQL and is not
@@ -23,8 +23,8 @@ import koji.util
 import pytest
 from koji.context import context
 
-from koji_hostimage import options
 from koji_hostimage.errors import HostImageError
+from koji_hostimage.koji import options
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "plugins" / "hub"
@@ -86,7 +86,7 @@ def test_options_schema_is_a_valid_draft7_schema():
 def test_options_module_imports_nothing_outside_stdlib():
     """Hubs are kept lean: importing the schema must not import jsonschema or yaml."""
     code = (
-        "import sys; import koji_hostimage.options; "
+        "import sys; import koji_hostimage.koji.options; "
         "bad = [m for m in ('jsonschema', 'yaml', 'requests', 'koji') if m in sys.modules]; "
         "print(','.join(bad))"
     )

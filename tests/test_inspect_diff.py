@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from koji_hostimage.cli import main
+from koji_hostimage.commands.main import main
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.export import export_commit
-from koji_hostimage.inspect import diff_images, diff_manifests, format_diff, load_image
+from koji_hostimage.image.export import export_commit
+from koji_hostimage.image.oci import OciImageSpec, image_labels, write_oci_archive
 from koji_hostimage.manifest import Delta, HostImageManifest, OciInfo, Package, Source
-from koji_hostimage.oci import OciImageSpec, image_labels, write_oci_archive
+from koji_hostimage.report.inspect import diff_images, diff_manifests, format_diff, load_image
 
 REF = "exampleos/x86_64/stable"
 C1, C2 = "1" * 64, "2" * 64

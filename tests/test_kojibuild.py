@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""koji_hostimage.kojibuild (the builder's Koji-side decisions) and .buildroot (the runner).
+"""koji_hostimage.koji.builder (the builder's Koji-side decisions) and .buildroot (the runner).
 
 The runner tests use tests/kojid_standin.py's StandinBuildRoot, a STAND-IN for kojid's
 BuildRoot (no mock): it runs the commands for real on this host below a temporary root.
@@ -20,9 +20,9 @@ import pytest
 from httptools import static_server
 from kojid_standin import StandinBuildRoot, StandinHub, standin_options
 
-from koji_hostimage import kojibuild
-from koji_hostimage.buildroot import BuildrootError, BuildrootRunner, exit_code
 from koji_hostimage.errors import HostImageError
+from koji_hostimage.koji import builder as kojibuild
+from koji_hostimage.koji.buildroot import BuildrootError, BuildrootRunner, exit_code
 from koji_hostimage.manifest import HostImageManifest, Package
 from koji_hostimage.runner import run_checked
 
@@ -320,7 +320,7 @@ import sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {repo!r}]
 from kojid_standin import StandinBuildRoot, StandinHub, standin_options
-from koji_hostimage.buildroot import BuildrootRunner
+from koji_hostimage.koji.buildroot import BuildrootRunner
 
 base = Path({base!r})
 hub = StandinHub(upload_root=base / "hub")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from koji_hostimage import oci, tarwriter
 from koji_hostimage.errors import ArchiveError, HostImageError
-from koji_hostimage.oci import (
+from koji_hostimage.image import oci, tarwriter
+from koji_hostimage.image.oci import (
     LABEL_OSTREE_REF,
     OciArchive,
     OciImageSpec,

@@ -12,7 +12,7 @@ import pytest
 from runnertools import MappedRunner
 
 from koji_hostimage.errors import OSTreeError
-from koji_hostimage.ostree import (
+from koji_hostimage.ostree.repo import (
     GVariantLiteral,
     GVariantTextError,
     OSTreeRepo,

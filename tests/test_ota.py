@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from gpgtools import GpgKey, make_gpg_key, remove_gpg_key
 
-from koji_hostimage.compose import ComposeResult
+from koji_hostimage.compose.base import ComposeResult
 from koji_hostimage.errors import OSTreeError
-from koji_hostimage.pipeline import BuildRequest, BuildResult, package_commit
-from koji_hostimage.roundtrip import (
+from koji_hostimage.example.roundtrip import (
     RoundTripConfig,
     Sysroot,
     build_pair,
@@ -33,7 +32,8 @@ from koji_hostimage.roundtrip import (
     run_roundtrip,
     upgrade,
 )
-from koji_hostimage.server import ArchiveTree, DirectoryTree, HostImageServer
+from koji_hostimage.pipeline import BuildRequest, BuildResult, package_commit
+from koji_hostimage.serve.server import ArchiveTree, DirectoryTree, HostImageServer
 
 GREETER = "usr/bin/greeter"
 
@@ -79,7 +79,7 @@ def sysroot_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_roundtrip_moves_the_node_from_v1_to_v2(unsigned: Pair, tmp_path: Path, caplog):
-    caplog.set_level(logging.INFO, logger="koji_hostimage.server")
+    caplog.set_level(logging.INFO, logger="koji_hostimage.serve.access")
     config = RoundTripConfig(workdir=tmp_path, engine="dnf")
     try:
         result = run_roundtrip(config, builds=(unsigned.v1, unsigned.v2))
@@ -92,7 +92,7 @@ def test_roundtrip_moves_the_node_from_v1_to_v2(unsigned: Pair, tmp_path: Path, 
         new = (result.sysroot.deployment_root(m2.commit) / GREETER).read_text()
         assert "greeter 1.0" in old and "greeter 1.1" in new
         assert result.requests > 0 and result.bytes_served > 0
-        served = [r.getMessage() for r in caplog.records if r.name == "koji_hostimage.server"]
+        served = [r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access"]
         # the node took the static delta v1 -> v2 the archive ships
         assert any("/superblock 200" in line for line in served), served
         assert "v2: host-1.0.1-1" in "\n".join(result.summary_lines())

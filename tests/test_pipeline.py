@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from koji_hostimage import oci
-from koji_hostimage.cli import main
-from koji_hostimage.compose import ComposeResult
+from koji_hostimage.commands.main import main
+from koji_hostimage.compose.base import ComposeResult
+from koji_hostimage.compose.rpmdb import PKGLIST_KEY, pkglist_metadata
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.inspect import load_image
+from koji_hostimage.image import oci
 from koji_hostimage.manifest import HostImageManifest, Package
-from koji_hostimage.ostree import OSTreeRepo
+from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.pipeline import BuildError, BuildRequest, build_host_image, package_commit
-from koji_hostimage.rpmdb import PKGLIST_KEY, pkglist_metadata
+from koji_hostimage.report.inspect import load_image
 
 ARCH = "x86_64"
 

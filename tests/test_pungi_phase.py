@@ -32,8 +32,9 @@ from pungi.compose import Compose  # noqa: E402
 from pungi.phases.image_checksum import ImageChecksumPhase  # noqa: E402
 from pungi.wrappers import kojiwrapper  # noqa: E402
 
-from koji_hostimage import pungi_entry, pungi_schema  # noqa: E402
-from koji_hostimage.pungi_phase import HostImagePhase  # noqa: E402
+from koji_hostimage.pungi import entry as pungi_entry  # noqa: E402
+from koji_hostimage.pungi import schema as pungi_schema
+from koji_hostimage.pungi.phase import HostImagePhase  # noqa: E402
 
 SCM_URL = "git+https://example.com/os-config.git#main"
 VARIANTS = {"CoreOS": ["x86_64", "aarch64"], "Everything": ["x86_64", "aarch64", "ppc64le"]}

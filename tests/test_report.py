@@ -22,13 +22,13 @@ import koji
 import productmd.images
 import pytest
 
-from koji_hostimage import manifest_sources
-from koji_hostimage.cli import main as cli_main
+from koji_hostimage.commands.main import main as cli_main
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.examplerepo import ExtraPackage, build_example_content
+from koji_hostimage.example.content import ExtraPackage, build_example_content
 from koji_hostimage.manifest import HostImageManifest
 from koji_hostimage.pipeline import BuildRequest, build_host_image
-from koji_hostimage.report import build_report, render_html
+from koji_hostimage.report import sources as manifest_sources
+from koji_hostimage.report.page import build_report, render_html
 
 # Five builds with real changes, each step's expected diff derived from its inputs.
 SERIES = [

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from koji_hostimage.errors import ArchiveError
-from koji_hostimage.server import (
+from koji_hostimage.serve.server import (
     ArchiveTree,
     DirectoryTree,
     HostImageServer,
@@ -492,14 +492,14 @@ def test_stop_closes_idle_connections_and_listener(source: dict):
 
 
 def test_one_log_line_per_request(source: dict, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="koji_hostimage.server")
+    caplog.set_level(logging.INFO, logger="koji_hostimage.serve.access")
     with DirectoryTree(source["repo"]) as tree, HostImageServer(tree, "127.0.0.1", 0) as server:
         get(server, "/config")
         get(server, "/config", method="HEAD")
         get(server, "/missing")
         get(server, "/config", method="DELETE")
     size = (source["repo"] / "config").stat().st_size
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "koji_hostimage.server")
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access")
     lines = [line for line in text.splitlines() if line.startswith("127.0.0.1 ")]
     assert lines == [
         f"127.0.0.1 GET /config 200 {size}",
@@ -542,7 +542,8 @@ def test_idle_keep_alive_connections_time_out(source: dict):
 
 def test_serve_command_logs_url_and_requests(archive: Path, tmp_path: Path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koji_hostimage.cli", "serve", str(archive), "--port", "0"],
+        [sys.executable, "-m", "koji_hostimage.commands.main", "serve", str(archive),
+         "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -574,7 +575,7 @@ def test_serve_command_rejects_non_oci_file(tmp_path: Path):
     bogus = tmp_path / "notes.tar"
     bogus.write_text("just text\n" * 100)
     result = subprocess.run(
-        [sys.executable, "-m", "koji_hostimage.cli", "serve", str(bogus), "--port", "0"],
+        [sys.executable, "-m", "koji_hostimage.commands.main", "serve", str(bogus), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=IO_TIMEOUT,

@@ -21,7 +21,7 @@ import pytest
 from httptools import static_server
 
 from koji_hostimage.errors import HostImageError, TreefileError
-from koji_hostimage.treefile import (
+from koji_hostimage.treefile.load import (
     FLAT_REPO_FILE_NAME,
     RepoSource,
     flatten_for_rpm_ostree,

@@ -10,10 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from ..compose import ENGINE_NAMES, host_arch
-from ..errors import HostImageError
-from ..manifest import Source
-from ..pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
+from koji_hostimage.compose.base import host_arch
+from koji_hostimage.compose.engines import ENGINE_NAMES
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.manifest import Source
+from koji_hostimage.pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
 
 HELP = "build a host image: compose, export, OCI archive and hostimage.json"
 

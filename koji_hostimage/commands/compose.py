@@ -15,12 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..compose import ENGINE_NAMES, ComposeRequest, ComposeResult, get_engine, host_arch
-from ..treefile import load_treefile
+from koji_hostimage.compose.base import ComposeRequest, ComposeResult, host_arch
+from koji_hostimage.compose.engines import ENGINE_NAMES, get_engine
+from koji_hostimage.treefile.load import load_treefile
 
 HELP = "compose a treefile into an OSTree commit (dnf or rpm-ostree engine)"
 
-log = logging.getLogger("koji_hostimage.compose")
+log = logging.getLogger(__name__)
 
 # uname -m -> Koji/rpm basearch, for the default --arch.
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from .. import manifest_sources
-from ..inspect import diff_images, diff_koji_builds, format_diff
+from koji_hostimage.report import sources as manifest_sources
+from koji_hostimage.report.inspect import diff_images, diff_koji_builds, format_diff
 
 HELP = "compare two host images (archives, hostimage.json files, or Koji builds by NVR)"
 

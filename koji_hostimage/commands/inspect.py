@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..inspect import format_image, load_image
+from koji_hostimage.report.inspect import format_image, load_image
 
 HELP = "show what a host image holds (archive or hostimage.json)"
 

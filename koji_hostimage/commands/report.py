@@ -7,9 +7,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from .. import manifest_sources
-from ..errors import HostImageError
-from ..report import build_report, write_report
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.report import sources as manifest_sources
+from koji_hostimage.report.page import build_report, write_report
 
 HELP = "write an HTML + JSON report of host-image builds (directory, compose or Koji)"
 log = logging.getLogger(__name__)

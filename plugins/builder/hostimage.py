@@ -26,8 +26,8 @@ The tasks follow kojid's own image tasks (koji-project/koji builder/kojid
   session: ``getBuildTarget``, ``getBuildConfig``, ``getNextRelease``, ``getChannel``,
   ``listTagged``, ``listArchives``, ``getBuild``.
 
-Everything the tasks decide is in koji_hostimage.kojibuild (tested without Koji); the
-compose runs in the buildroot through koji_hostimage.buildroot.BuildrootRunner; export
+Everything the tasks decide is in koji_hostimage.koji.builder (tested without Koji); the
+compose runs in the buildroot through koji_hostimage.koji.buildroot.BuildrootRunner; export
 and packing run on the builder host in koji_hostimage.pipeline.build_host_image.
 """
 
@@ -45,18 +45,18 @@ from koji.daemon import SCM
 from koji.tasks import ServerExit
 
 from __main__ import BaseBuildTask, BuildImageTask, BuildRoot  # kojid's classes
-from koji_hostimage import kojibuild
-from koji_hostimage.buildroot import BuildrootRunner
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.manifest import Source
-from koji_hostimage.oci import koji_arch_to_oci
-from koji_hostimage.options import (
+from koji_hostimage.image.oci import koji_arch_to_oci
+from koji_hostimage.koji import builder as kojibuild
+from koji_hostimage.koji.buildroot import BuildrootRunner
+from koji_hostimage.koji.options import (
     CHILD_TASK_ARGS,
     CHILD_TASK_METHOD,
     PARENT_TASK_ARGS,
     PARENT_TASK_METHOD,
     with_defaults,
 )
+from koji_hostimage.manifest import Source
 from koji_hostimage.pipeline import BuildRequest, build_host_image
 from koji_hostimage.runner import run_checked
 

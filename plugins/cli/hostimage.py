@@ -25,7 +25,7 @@ from koji_cli.lib import (
     watch_tasks,
 )
 
-from koji_hostimage import options as hostimage_options
+from koji_hostimage.koji import options as hostimage_options
 
 # koji's build command runs --background builds at this priority, relative to the default.
 BACKGROUND_PRIORITY = 5

@@ -6,7 +6,7 @@ Installed as ``hostimage.py`` in the hub's PluginPath and enabled with
 /etc/koji-hub/plugins/hostimage.conf (conf/hub/hostimage.conf documents every option).
 
 Hubs are kept lean: this module imports only koji, kojihub, jsonschema and the
-dependency-free koji_hostimage.options. The real kojihub API it relies on (checked against
+dependency-free koji_hostimage.koji.options. The real kojihub API it relies on (checked against
 koji-project/koji):
 - ``kojihub.make_task(method, arglist, **opts)`` with ``channel`` and ``priority``: the
   caller enforces priority limits, make_task then applies the channel/priority policies;
@@ -34,7 +34,7 @@ import kojihub
 from koji.context import context
 from koji.plugin import export
 
-from koji_hostimage import options as hostimage_options
+from koji_hostimage.koji import options as hostimage_options
 
 logger = logging.getLogger("koji.plugin.hostimage")
 
@@ -124,7 +124,7 @@ def get_config() -> HubConfig:
 def hostImageBuild(target, scm_url, treefile, opts=None, priority=None):
     """Start a host-image build of TREEFILE from SCM_URL for the build target TARGET.
 
-    opts: a dict of build options (see koji_hostimage.options.OPTIONS_SCHEMA).
+    opts: a dict of build options (see koji_hostimage.koji.options.OPTIONS_SCHEMA).
     priority: relative to the default task priority; a negative value needs admin.
     Returns the id of the hostImageBuild task.
     """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import koji
 
-from koji_hostimage.options import option_errors
+from koji_hostimage.koji.options import option_errors
 
 CLOSED = koji.TASK_STATES["CLOSED"]
 FAILED = koji.TASK_STATES["FAILED"]

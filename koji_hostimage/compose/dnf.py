@@ -50,14 +50,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compose import ComposeEngine, ComposeRequest, ComposeResult
-from .errors import ComposeError, tail_lines
-from .fsutil import write_atomic
-from .manifest import Package
-from .ostree import CommitInfo, OSTreeRepo
-from .pkgdiff import diff_packages
+from koji_hostimage.errors import ComposeError, tail_lines
+from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.manifest import Package
+from koji_hostimage.ostree.repo import CommitInfo, OSTreeRepo
+from koji_hostimage.pkgdiff import diff_packages
+from koji_hostimage.treefile.load import (
+    RepoSource,
+    Treefile,
+    input_hash,
+    resolve_repos,
+    write_repo_file,
+)
+
+from .base import ComposeEngine, ComposeRequest, ComposeResult
 from .rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_tree, pkglist_metadata
-from .treefile import RepoSource, Treefile, input_hash, resolve_repos, write_repo_file
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import HostImageError
+from koji_hostimage.errors import HostImageError
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 

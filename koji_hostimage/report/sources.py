@@ -16,9 +16,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import HostImageError, ManifestError
-from .manifest import MANIFEST_NAME, HostImageManifest, Package
-from .report import ManifestEntry, SkippedManifest
+from koji_hostimage.errors import HostImageError, ManifestError
+from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, Package
+
+from .page import ManifestEntry, SkippedManifest
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def _entry_from_bytes(raw: bytes, origin: str, archive_size: int | None,
 
 
 def _manifest_in_archive(archive: Path, found: Found) -> None:
-    from .oci import OciArchive  # only needed when no manifest lies beside the archive
+    from koji_hostimage.image.oci import (
+        OciArchive,  # only needed when no manifest lies beside the archive
+    )
 
     origin = f"{archive}:srv/{MANIFEST_NAME}"
     try:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArchiveError, HostImageError
-from .manifest import MANIFEST_NAME, HostImageManifest
-from .pkgdiff import PackageDiff, diff_packages
+from koji_hostimage.errors import ArchiveError, HostImageError
+from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest
+from koji_hostimage.pkgdiff import PackageDiff, diff_packages
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def load_image(path: Path) -> ImageInfo:
 
 
 def _load_archive(path: Path) -> ImageInfo:
-    from .oci import OciArchive
+    from koji_hostimage.image.oci import OciArchive
 
     with OciArchive(path) as image:
         raw = image.read_content_file(CONTENT_MANIFEST)
@@ -290,7 +290,7 @@ def diff_koji_builds(session: Any, topurl: str, old_nvr: str, new_nvr: str,
 
 def _koji_manifests_by_arch(session: Any, topurl: str, nvr: str
                             ) -> dict[str, tuple[HostImageManifest, int | None]]:
-    from .manifest_sources import from_koji_nvr  # report side; not needed for local diffs
+    from .sources import from_koji_nvr  # report side; not needed for local diffs
 
     entries, skipped = from_koji_nvr(session, topurl, nvr)
     if skipped:

@@ -50,13 +50,15 @@ from resource import RLIM_INFINITY, RLIMIT_NOFILE, getrlimit
 from typing import Protocol
 from urllib.parse import unquote
 
-from .errors import ArchiveError, HostImageError
-from .oci import ContentMember, OciArchive, normalize_member_name
+from koji_hostimage.errors import ArchiveError, HostImageError
+from koji_hostimage.image.oci import ContentMember, OciArchive, normalize_member_name
 
 log = logging.getLogger(__name__)
-# One line per request: "PEER METHOD TARGET STATUS BODY-BYTES" (see AccessLog), on this
-# module's logger (koji_hostimage.server) at INFO: in-process users filter records by it.
-access_log = log
+# One line per request: "PEER METHOD TARGET STATUS BODY-BYTES" (see AccessLog), on a
+# logger of its own at INFO: in-process users filter records by its name, which stays put
+# when the code moves between modules.
+ACCESS_LOGGER = "koji_hostimage.serve.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
@@ -475,7 +477,7 @@ class AccessLog:
     request, so requests only append to a queue here and a background thread writes
     what has queued every ``interval`` seconds as one log record (one line per request;
     with a format that adds a prefix, only a batch's first line gets it). Nothing is
-    queued when the ``koji_hostimage.server`` logger would drop INFO anyway.
+    queued when the ``koji_hostimage.serve.access`` logger would drop INFO anyway.
     """
 
     def __init__(self, logger: logging.Logger = access_log, interval: float = 0.2):

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import HostImageError
-from .manifest import Package
-from .ostree import GVariantLiteral, OSTreeRepo, quote_gvariant_string
-from .runner import CommandRunner, HostRunner, run_checked
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.manifest import Package
+from koji_hostimage.ostree.repo import GVariantLiteral, OSTreeRepo, quote_gvariant_string
+from koji_hostimage.runner import CommandRunner, HostRunner, run_checked
 
 RPMDB_DIR = "usr/share/rpm"  # relative to the tree root
 PKGLIST_KEY = "rpmostree.rpmdb.pkglist"

@@ -36,8 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import HostImageError
-from .runner import CommandResult
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.runner import CommandResult
 
 log = logging.getLogger(__name__)
 

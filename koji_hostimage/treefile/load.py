@@ -41,8 +41,8 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from .errors import TreefileError
-from .fsutil import write_atomic
+from koji_hostimage.errors import TreefileError
+from koji_hostimage.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,12 @@ from typing import Any
 
 import koji
 
-from .errors import HostImageError
-from .fsutil import atomic_output
-from .manifest import HostImageManifest
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.fsutil import atomic_output
+from koji_hostimage.manifest import HostImageManifest
+from koji_hostimage.pipeline import DEFAULT_SERVER_CMD
+
 from .options import ENGINES, MAX_DELTA_COUNT, treefile_path_error
-from .pipeline import DEFAULT_SERVER_CMD
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class DeltaPlan:
 
 
 def delta_plan(delta_from: Any, default_count: int) -> DeltaPlan:
-    """Read the ``delta_from`` option (see koji_hostimage.options) or the config default."""
+    """Read the ``delta_from`` option (see koji_hostimage.koji.options) or the config default."""
     if delta_from is None:
         return DeltaPlan(count=default_count)
     if delta_from == "none":

@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import HostImageError
+from koji_hostimage.errors import HostImageError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def register() -> None:
         raise PungiMissingError(
             f"pungi is not installed ({exc}): pungi-koji-hostimage runs pungi-koji"
         ) from exc
-    from .pungi_phase import HostImagePhase
+    from .phase import HostImagePhase
 
     _ORIGINALS.update(
         make_schema=pungi.checks.make_schema,
@@ -120,14 +120,14 @@ def phase_for(compose: Any) -> Any:
     """The hostimage phase of ``compose``, created on first use."""
     phase = _PHASES.get(compose)
     if phase is None:
-        from .pungi_phase import HostImagePhase
+        from .phase import HostImagePhase
 
         phase = _PHASES[compose] = HostImagePhase(compose)
     return phase
 
 
 def _with_hostimage_schema(make_schema: Callable[[], dict]) -> Callable[[], dict]:
-    from .pungi_schema import extend_schema
+    from .schema import extend_schema
 
     def make_schema_with_hostimage() -> dict:
         return extend_schema(make_schema())

@@ -9,9 +9,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .commands import COMMANDS
-from .errors import HostImageError
+from koji_hostimage import __version__
+from koji_hostimage.commands import COMMANDS
+from koji_hostimage.errors import HostImageError
 
 log = logging.getLogger("koji_hostimage")
 

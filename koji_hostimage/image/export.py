@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArchiveError, HostImageError
-from .fsutil import atomic_output
-from .manifest import Delta
-from .ostree import OSTreeRepo
+from koji_hostimage.errors import ArchiveError, HostImageError
+from koji_hostimage.fsutil import atomic_output
+from koji_hostimage.manifest import Delta
+from koji_hostimage.ostree.repo import OSTreeRepo
 
 log = logging.getLogger(__name__)
 

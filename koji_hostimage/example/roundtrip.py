@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The main job: a whole OTA round trip on the built-in example content.
 
-    python3 -m koji_hostimage.roundtrip [--workdir DIR] [--keep]
+    python3 -m koji_hostimage.example.roundtrip [--workdir DIR] [--keep]
 
 1. build the example content v1 and v2 (v2 upgrades ``greeter`` and ``host-release``);
 2. build host image v1, then v2 with a static delta from v1 (``--previous`` v1's archive);
@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compose import host_arch
-from .errors import HostImageError, OSTreeError
-from .pipeline import BuildRequest, BuildResult, build_host_image
-from .runner import HostRunner
+from koji_hostimage.compose.base import host_arch
+from koji_hostimage.errors import HostImageError, OSTreeError
+from koji_hostimage.pipeline import BuildRequest, BuildResult, build_host_image
+from koji_hostimage.runner import HostRunner
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _run(argv: Sequence[str]) -> str:
 
 def build_pair(config: RoundTripConfig) -> tuple[BuildResult, BuildResult]:
     """Build example content v1 and v2, then host images v1 and v2 (delta from v1)."""
-    from .examplerepo import UPDATE_OVERRIDES, build_example_content
+    from .content import UPDATE_OVERRIDES, build_example_content
 
     workdir = Path(config.workdir)
     content_v1 = build_example_content(workdir / "content-v1")
@@ -158,7 +158,7 @@ def _build(config: RoundTripConfig, treefile: Path, output_dir: Path, version: s
 
 def extract_repo(archive: Path, dest: Path) -> Path:
     """The archive's srv/repo, unpacked (what a node does to `pull-local` from an image)."""
-    from .oci import OciArchive
+    from koji_hostimage.image.oci import OciArchive
 
     with OciArchive(archive) as image:
         image.extract_content(dest, prefix="srv/repo/")
@@ -220,7 +220,7 @@ def remove_sysroot(path: Path) -> None:
 def run_roundtrip(config: RoundTripConfig,
                   builds: tuple[BuildResult, BuildResult] | None = None) -> RoundTripResult:
     """The whole trip; ``builds`` (v1, v2) skips building when they already exist."""
-    from .server import ArchiveTree, HostImageServer
+    from koji_hostimage.serve.server import ArchiveTree, HostImageServer
 
     workdir = Path(config.workdir)
     v1, v2 = builds or build_pair(config)
@@ -252,7 +252,7 @@ def run_roundtrip(config: RoundTripConfig,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python3 -m koji_hostimage.roundtrip",
+        prog="python3 -m koji_hostimage.example.roundtrip",
         description="Build v1 and v2 of the example host image, deploy v1 into a "
         "throwaway sysroot and upgrade it to v2 over HTTP.")
     parser.add_argument("--workdir", type=Path,

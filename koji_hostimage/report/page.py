@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The release-engineering view: many hostimage.json manifests -> one HTML page + JSON.
 
-Sources (see ``koji_hostimage.manifest_sources``): a directory of builds, a pungi
+Sources (see ``koji_hostimage.report.sources``): a directory of builds, a pungi
 compose's images.json, or a Koji hub. The page is self-contained (inline CSS and SVG, no
 JavaScript) so it can be archived next to a compose or mailed as is.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fsutil import write_atomic
-from .manifest import SCHEMA_VERSION, HostImageManifest
-from .pkgdiff import PackageDiff, diff_packages
+from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.manifest import SCHEMA_VERSION, HostImageManifest
+from koji_hostimage.pkgdiff import PackageDiff, diff_packages
 
 log = logging.getLogger(__name__)
 

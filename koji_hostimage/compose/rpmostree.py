@@ -24,10 +24,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .compose import ComposeEngine, ComposeRequest, ComposeResult
-from .errors import ComposeError, tail_lines
-from .ostree import OSTreeRepo
-from .treefile import flatten_for_rpm_ostree, resolve_repos
+from koji_hostimage.errors import ComposeError, tail_lines
+from koji_hostimage.ostree.repo import OSTreeRepo
+from koji_hostimage.treefile.load import flatten_for_rpm_ostree, resolve_repos
+
+from .base import ComposeEngine, ComposeRequest, ComposeResult
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OSTreeError
-from .runner import CommandResult, CommandRunner, HostRunner
+from koji_hostimage.errors import OSTreeError
+from koji_hostimage.runner import CommandResult, CommandRunner, HostRunner
 
 log = logging.getLogger(__name__)
 

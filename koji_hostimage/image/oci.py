@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ArchiveError, HostImageError
-from .fsutil import atomic_output
+from koji_hostimage.errors import ArchiveError, HostImageError
+from koji_hostimage.fsutil import atomic_output
+
 from .tarwriter import (
     BLOCK,
     DIRTYPE,

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The compose-engine interface: treefile + RPM repos -> an OSTree commit in a work repo.
 
-Two engines implement it (DESIGN section 3):
-- ``rpm-ostree`` (engine_rpmostree.py): production, runs `rpm-ostree compose tree`.
-- ``dnf`` (engine_dnf.py): portable, `dnf --installroot` + `ostree commit`.
-``auto`` picks rpm-ostree where it is installed, else dnf.
+Two engines implement it (DESIGN section 3), each in a module of its own:
+- ``rpm-ostree`` (rpmostree.py): production, runs `rpm-ostree compose tree`.
+- ``dnf`` (dnf.py): portable, `dnf --installroot` + `ostree commit`.
+engines.py picks one by name; it, not this module, imports the engines, so the engines
+can build on this interface without an import cycle.
 
 Both write a compose.json of the same shape (rpm-ostree's ``--write-composejson-to``).
 """
@@ -13,18 +14,14 @@ from __future__ import annotations
 
 import abc
 import platform
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import HostImageError
-from .runner import CommandRunner, HostRunner
+from koji_hostimage.runner import CommandRunner, HostRunner
 
 if TYPE_CHECKING:
-    from .treefile import Treefile
-
-ENGINE_NAMES = ("auto", "rpm-ostree", "dnf")
+    from koji_hostimage.treefile.load import Treefile
 
 # platform.machine() names that differ from the RPM basearch Koji uses.
 _MACHINE_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "i586": "i686"}
@@ -67,20 +64,3 @@ class ComposeEngine(abc.ABC):
     @abc.abstractmethod
     def compose(self, request: ComposeRequest) -> ComposeResult:
         """Compose ``request.treefile`` into ``request.repo``."""
-
-
-def get_engine(name: str, runner: CommandRunner | None = None) -> ComposeEngine:
-    """Return the engine called ``name`` (one of ENGINE_NAMES)."""
-    if name == "auto":
-        name = "rpm-ostree" if shutil.which("rpm-ostree") else "dnf"
-    if name == "rpm-ostree":
-        from .engine_rpmostree import RpmOstreeEngine
-
-        return RpmOstreeEngine(runner)
-    if name == "dnf":
-        from .engine_dnf import DnfEngine
-
-        return DnfEngine(runner)
-    raise HostImageError(
-        f"unknown compose engine {name!r}: expected one of {', '.join(ENGINE_NAMES)}"
-    )

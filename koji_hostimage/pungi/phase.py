@@ -3,7 +3,7 @@
 
 Written as it would live upstream as ``pungi/phases/hostimage.py`` (pungi 4.3+), so it
 imports from ``pungi`` and follows the osbuild and kiwibuild phases. Until it is merged,
-``koji_hostimage.pungi_entry`` registers it into an unmodified pungi installation.
+``koji_hostimage.pungi.entry`` registers it into an unmodified pungi installation.
 
 One config block becomes one ``hostImageBuild`` Koji task covering all its arches (the
 builder plugin runs one ``createHostImage`` child per arch and lets the ``failable_arches``
