@@ -41,7 +41,8 @@ from koji_hostimage.compose.base import host_arch  # noqa: E402
 from koji_hostimage.example.content import UPDATE_OVERRIDES, ExtraPackage, build_example_content
 from koji_hostimage.example.roundtrip import extract_repo  # noqa: E402
 from koji_hostimage.pipeline import BuildRequest, build_host_image  # noqa: E402
-from koji_hostimage.serve.server import ArchiveTree, HostImageServer  # noqa: E402
+from koji_hostimage.serve.server import HostImageServer  # noqa: E402
+from koji_hostimage.serve.sources import ArchiveTree  # noqa: E402
 
 TARGET = 1.5
 # ostree 2022.7 races when it takes a delta: the commit from the superblock is scanned

@@ -7,7 +7,7 @@ with 8 clients pulling at once. Everything is measured in the same run on the sa
 
 1. Build (or reuse from --cache) an archive-mode repo: one commit of generated text files
    (at least 20,000 objects by default, a few hundred MB before compression; see
-   bench/benchrepo.py), plus the OCI archive `koji_hostimage.oci.write_oci_archive`
+   bench/benchrepo.py), plus the OCI archive `koji_hostimage.image.oci_writer.write_oci_archive`
    makes of it (srv/repo/ in an uncompressed content layer).
 2. Start nginx (Debian's nginx-light: daemon off, root = the repo, sendfile, keep-alive,
    access log on, temp config and logs in a temp dir, 127.0.0.1 on a free port) and our
@@ -47,11 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
 
-from koji_hostimage.image.oci import OciImageSpec, write_oci_archive  # noqa: E402
+from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive  # noqa: E402
 
 TARGET_RATIO = 1.4
 REF = "bench/x86_64/pull"
-GENERATOR_VERSION = 2  # 2: the archive is written by koji_hostimage.oci
+GENERATOR_VERSION = 2  # 2: the archive is written by koji_hostimage.image.oci_writer
 MTIME = 1767225600
 STARTUP_TIMEOUT = 120.0
 PULL_TIMEOUT = 1800.0

@@ -292,7 +292,8 @@ def _manifest(request: BuildRequest, compose: ComposeResult, verified: _Verified
 def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
                    compose: ComposeResult, content_dir: Path, staging: Path,
                    log_path: Path | None) -> BuildResult:
-    from koji_hostimage.image.oci import OciImageSpec, image_labels, write_oci_archive
+    from koji_hostimage.image.oci_layout import image_labels
+    from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive
 
     output_dir = Path(request.output_dir)
     stem = f"{manifest.nvr}.{manifest.arch}"

@@ -6,7 +6,7 @@ createrepo_c (about a second each):
 
 - ``example_content``: v1 of the example host OS (koji_hostimage.example.content).
 - ``example_content_v2``: the update: ``greeter`` 1.0 -> 1.1 and ``host-release`` 1 -> 2
-  (examplerepo.UPDATE_OVERRIDES), in its own directory with its own repo.
+  (koji_hostimage.example.content.UPDATE_OVERRIDES), in its own directory with its own repo.
 
 Both are ``ExampleContent`` records: ``.treefile`` (host.yaml with example.repo beside
 it), ``.repo_dir``, ``.nevras``. Treat them as read-only; build your own variant with

@@ -2,7 +2,7 @@
 """A plain static HTTP server on 127.0.0.1 (random port) that records every request.
 
 Used by the export tests to watch what a real `ostree pull` asks for, independently of
-the project's own server (koji_hostimage.server), which has its own tests.
+the project's own server (koji_hostimage.serve), which has its own tests.
 """
 
 from __future__ import annotations

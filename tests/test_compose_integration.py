@@ -24,7 +24,9 @@ from koji_hostimage.example.content import (
 )
 from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import HostRunner, run_checked
-from koji_hostimage.treefile.load import input_hash, load_treefile, resolve_repos
+from koji_hostimage.treefile.inputs import input_hash
+from koji_hostimage.treefile.load import load_treefile
+from koji_hostimage.treefile.repos import resolve_repos
 
 ARCH = "x86_64"
 

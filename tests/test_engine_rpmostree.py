@@ -25,7 +25,8 @@ from koji_hostimage.compose.rpmostree import (
     parse_compose_json,
 )
 from koji_hostimage.errors import ComposeError
-from koji_hostimage.treefile.load import FLAT_REPO_FILE_NAME, load_treefile
+from koji_hostimage.treefile.inputs import FLAT_REPO_FILE_NAME
+from koji_hostimage.treefile.load import load_treefile
 
 FAKE = Path(__file__).resolve().parent / "fake-rpm-ostree"
 

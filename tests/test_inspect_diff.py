@@ -13,7 +13,8 @@ import pytest
 from koji_hostimage.commands.main import main
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.image.export import export_commit
-from koji_hostimage.image.oci import OciImageSpec, image_labels, write_oci_archive
+from koji_hostimage.image.oci_layout import image_labels
+from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive
 from koji_hostimage.manifest import Delta, HostImageManifest, OciInfo, Package, Source
 from koji_hostimage.report.inspect import diff_images, diff_manifests, format_diff, load_image
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The OCI archive writer and reader (koji_hostimage.oci, koji_hostimage.tarwriter).
+"""The OCI archive writer and reader (koji_hostimage.image: oci_writer, oci_reader,
+oci_layout, tarwriter, tarreader).
 
 Everything here is real: archive-mode OSTree repos made with the ostree CLI, skopeo and
 umoci reading what we write, GNU tar and Python's tarfile checking our tar bytes, and a
@@ -20,16 +21,15 @@ from pathlib import Path
 import pytest
 
 from koji_hostimage.errors import ArchiveError, HostImageError
-from koji_hostimage.image import oci, tarwriter
-from koji_hostimage.image.oci import (
+from koji_hostimage.image import oci_layout, oci_writer, tarreader, tarwriter
+from koji_hostimage.image.oci_layout import (
     LABEL_OSTREE_REF,
-    OciArchive,
-    OciImageSpec,
     OciSpecError,
     image_labels,
     koji_arch_to_oci,
-    write_oci_archive,
 )
+from koji_hostimage.image.oci_reader import OciArchive
+from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive
 
 REF = "example/x86_64/host"
 VERSION = "42.20260101.0"
@@ -191,7 +191,7 @@ def test_umoci_unpacks_the_repo_and_ostree_fsck_passes(
 def test_layer_tar_is_reproducible_in_every_header(archive: Path):
     with OciArchive(archive) as image:
         layer = image.content_layer()
-        assert layer.media_type == oci.MEDIA_LAYER
+        assert layer.media_type == oci_layout.MEDIA_LAYER
         with tarfile.open(fileobj=image.open_blob(layer.digest)) as tar:
             members = tar.getmembers()
     names = [m.name for m in members]
@@ -263,7 +263,7 @@ def test_base_image_layers_come_first_verbatim(
         assert [layer.digest for layer in image.layers[:-1]] == list(base_blobs)
         for layer in image.layers[:-1]:
             assert image.read_blob(layer.digest) == base_blobs[layer.digest]
-            assert layer.media_type == oci.MEDIA_LAYER_GZIP
+            assert layer.media_type == oci_layout.MEDIA_LAYER_GZIP
         assert image.content_layer().digest == result.content_layer_digest
         assert result.layer_digests == [layer.digest for layer in image.layers]
         config = image.config
@@ -482,7 +482,7 @@ def test_a_file_growing_while_packing_fails_cleanly(
     content_dir = tmp_path / "content"
     shutil.copytree(content[0], content_dir, symlinks=True)
     victim = content_dir / "srv/hostimage.json"
-    real_plan = oci.plan_tree
+    real_plan = oci_writer.plan_tree
 
     def plan_then_grow(root, mtime):
         plan = real_plan(root, mtime)
@@ -490,7 +490,7 @@ def test_a_file_growing_while_packing_fails_cleanly(
             fh.write("more\n")
         return plan
 
-    monkeypatch.setattr(oci, "plan_tree", plan_then_grow)
+    monkeypatch.setattr(oci_writer, "plan_tree", plan_then_grow)
     dest = tmp_path / "image.oci.tar"
     with pytest.raises(ArchiveError, match="hostimage.json: file grew while packing"):
         write_oci_archive(dest, content_dir, spec_for(content[1]))
@@ -568,7 +568,7 @@ def test_scan_tar_agrees_with_tarfile(tar_format: str, tmp_path: Path):
     out = tmp_path / "gnu.tar"
     run("tar", f"--format={tar_format}", "-C", src, "-cf", out, ".")
     data = out.read_bytes()
-    scanned = list(tarwriter.scan_tar(data, 0, len(data), str(out)))
+    scanned = list(tarreader.scan_tar(data, 0, len(data), str(out)))
     with tarfile.open(out) as tar:
         expected = [
             (m.name.rstrip("/"), m.size if m.isfile() else 0, m.mode, m.linkname, m.offset_data)
@@ -581,7 +581,7 @@ def test_scan_tar_agrees_with_tarfile(tar_format: str, tmp_path: Path):
     assert kinds["link"] == "symlink"
     assert {kinds["plain"], kinds["hard"]} == {"file", "hardlink"}  # whichever tar met first
     with pytest.raises(ArchiveError, match="truncated"):
-        list(tarwriter.scan_tar(data, 0, len(data) // 2, str(out)))
+        list(tarreader.scan_tar(data, 0, len(data) // 2, str(out)))
 
 
 def _python_tar(fmt: int) -> bytes:
@@ -618,7 +618,7 @@ def test_scan_tar_of_a_nested_tar_matches_tarfile(fmt: int):
         }
         big = tar.extractfile("big").read()
     outer = b"\x00" * 1536 + data
-    scanned = list(tarwriter.scan_tar(outer, 1536, len(outer), "outer.tar"))
+    scanned = list(tarreader.scan_tar(outer, 1536, len(outer), "outer.tar"))
     assert {h.name: (h.offset - 1536, h.size, h.linkname) for h in scanned} == expected
     kinds = {h.name: h.kind for h in scanned}
     assert (kinds["short"], kinds["hard"], kinds["sym"]) == ("file", "hardlink", "symlink")
@@ -642,7 +642,7 @@ def test_scan_tar_accepts_signed_checksums_and_ignores_gnu_time_fields(tmp_path:
     first[345:357] = b"15000000000\0"  # old GNU: atime where ustar has its name prefix
     first[99] = 0xE9  # a byte > 127 (after the name's NUL): signed and unsigned sums differ
     data[:512] = _reseal(first, signed=True)
-    names = [h.name for h in tarwriter.scan_tar(data, 0, len(data), "old.tar")]
+    names = [h.name for h in tarreader.scan_tar(data, 0, len(data), "old.tar")]
     assert names[0] == "short"
     old = tmp_path / "old.tar"
     old.write_bytes(data)
@@ -655,10 +655,10 @@ def test_scan_tar_refuses_gnu_sparse_members_and_bad_headers():
     first[156:157] = b"S"
     sparse = bytes(_reseal(first)) + bytes(data[512:])
     with pytest.raises(ArchiveError, match=r"sparse.tar: GNU sparse member at byte 0"):
-        list(tarwriter.scan_tar(sparse, 0, len(sparse), "sparse.tar"))
+        list(tarreader.scan_tar(sparse, 0, len(sparse), "sparse.tar"))
     data[0] ^= 0xFF  # the stored checksum no longer matches
     with pytest.raises(ArchiveError, match=r"bad.tar: not a tar header at byte 0"):
-        list(tarwriter.scan_tar(data, 0, len(data), "bad.tar"))
+        list(tarreader.scan_tar(data, 0, len(data), "bad.tar"))
 
 
 def oci_archive_from_layer(tmp_path: Path, layer: bytes) -> Path:
@@ -672,14 +672,15 @@ def oci_archive_from_layer(tmp_path: Path, layer: bytes) -> Path:
         (blobs / digest).write_bytes(data)
         return {"digest": f"sha256:{digest}", "size": len(data)}
 
-    layer_desc = {"mediaType": oci.MEDIA_LAYER, **blob(layer)}
+    layer_desc = {"mediaType": oci_layout.MEDIA_LAYER, **blob(layer)}
     config = {"architecture": "amd64", "os": "linux",
               "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}
-    manifest = {"schemaVersion": 2, "mediaType": oci.MEDIA_MANIFEST,
-                "config": {"mediaType": oci.MEDIA_CONFIG, **blob(json.dumps(config).encode())},
+    manifest = {"schemaVersion": 2, "mediaType": oci_layout.MEDIA_MANIFEST,
+                "config": {"mediaType": oci_layout.MEDIA_CONFIG,
+                           **blob(json.dumps(config).encode())},
                 "layers": [layer_desc]}
     index = {"schemaVersion": 2,
-             "manifests": [{"mediaType": oci.MEDIA_MANIFEST,
+             "manifests": [{"mediaType": oci_layout.MEDIA_MANIFEST,
                             **blob(json.dumps(manifest).encode())}]}
     (layout / "index.json").write_text(json.dumps(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')

@@ -12,14 +12,14 @@ import pytest
 from runnertools import MappedRunner
 
 from koji_hostimage.errors import OSTreeError
-from koji_hostimage.ostree.repo import (
+from koji_hostimage.ostree.gvariant import (
     GVariantLiteral,
     GVariantTextError,
-    OSTreeRepo,
     gvariant_text,
     parse_gvariant_text,
     quote_gvariant_string,
 )
+from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import run_checked
 
 

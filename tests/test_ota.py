@@ -33,7 +33,8 @@ from koji_hostimage.example.roundtrip import (
     upgrade,
 )
 from koji_hostimage.pipeline import BuildRequest, BuildResult, package_commit
-from koji_hostimage.serve.server import ArchiveTree, DirectoryTree, HostImageServer
+from koji_hostimage.serve.server import HostImageServer
+from koji_hostimage.serve.sources import ArchiveTree, DirectoryTree
 
 GREETER = "usr/bin/greeter"
 
@@ -92,7 +93,9 @@ def test_roundtrip_moves_the_node_from_v1_to_v2(unsigned: Pair, tmp_path: Path, 
         new = (result.sysroot.deployment_root(m2.commit) / GREETER).read_text()
         assert "greeter 1.0" in old and "greeter 1.1" in new
         assert result.requests > 0 and result.bytes_served > 0
-        served = [r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access"]
+        served = [
+            r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access"
+        ]
         # the node took the static delta v1 -> v2 the archive ships
         assert any("/superblock 200" in line for line in served), served
         assert "v2: host-1.0.1-1" in "\n".join(result.summary_lines())

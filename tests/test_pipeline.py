@@ -15,7 +15,8 @@ from koji_hostimage.commands.main import main
 from koji_hostimage.compose.base import ComposeResult
 from koji_hostimage.compose.rpmdb import PKGLIST_KEY, pkglist_metadata
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.image import oci
+from koji_hostimage.image import oci_writer
+from koji_hostimage.image.oci_reader import OciArchive
 from koji_hostimage.manifest import HostImageManifest, Package
 from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.pipeline import BuildError, BuildRequest, build_host_image, package_commit
@@ -68,7 +69,7 @@ def test_manifest_describes_the_commit(built: Path, example_content):
     inner.oci = outer.oci
     assert inner.to_json() == outer.to_json()
     # the commit carries what the manifest says (read back with ostree from the archive)
-    with oci.OciArchive(archive) as image:
+    with OciArchive(archive) as image:
         assert image.manifest_digest == outer.oci.manifest_digest
         assert image.labels["com.coreos.ostree-commit"] == outer.commit
         assert image.labels["org.opencontainers.image.source"] == outer.source.scm_url
@@ -113,17 +114,17 @@ def test_unchanged_inputs_build_nothing(example_content, tmp_path: Path):
 def test_interrupted_build_leaves_nothing_and_reruns(example_content, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch):
     out = tmp_path / "out"
-    real_write = oci.write_oci_archive
+    real_write = oci_writer.write_oci_archive
 
     def write_then_die(dest, content_dir, spec):
         real_write(dest, content_dir, spec)  # the archive is complete in staging...
         raise KeyboardInterrupt  # ...and the build is interrupted before publishing
 
-    monkeypatch.setattr(oci, "write_oci_archive", write_then_die)
+    monkeypatch.setattr(oci_writer, "write_oci_archive", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_host_image(request(example_content, out, version="2"))
     assert list(out.iterdir()) == []
-    monkeypatch.setattr(oci, "write_oci_archive", real_write)
+    monkeypatch.setattr(oci_writer, "write_oci_archive", real_write)
     result = build_host_image(request(example_content, out, version="2"))
     assert result.archive is not None and result.archive.is_file()
     assert sorted(os.listdir(out)) == sorted([
@@ -136,7 +137,7 @@ def test_base_image_layers_come_first_and_cmd_is_set(example_content, built: Pat
     base = built / "host-1.0.0-3.x86_64.oci.tar"  # any OCI archive serves as a base
     result = build_host_image(request(example_content, tmp_path, version="4",
                                       base_image=base, server_cmd=["/bin/serve", "8080"]))
-    with oci.OciArchive(base) as base_image, oci.OciArchive(result.archive) as image:
+    with OciArchive(base) as base_image, OciArchive(result.archive) as image:
         assert [la.digest for la in image.layers][:1] == [base_image.layers[0].digest]
         assert len(image.layers) == 2
         assert image.config["config"]["Cmd"] == ["/bin/serve", "8080"]

@@ -29,12 +29,9 @@ from pathlib import Path
 import pytest
 
 from koji_hostimage.errors import ArchiveError
-from koji_hostimage.serve.server import (
-    ArchiveTree,
-    DirectoryTree,
-    HostImageServer,
-    request_relpath,
-)
+from koji_hostimage.serve.http import request_relpath
+from koji_hostimage.serve.server import HostImageServer
+from koji_hostimage.serve.sources import ArchiveTree, DirectoryTree
 
 REF = "hostimage/test/x86_64"
 SECRET = b"TOP-SECRET-outside-the-repo\n"
@@ -499,7 +496,9 @@ def test_one_log_line_per_request(source: dict, caplog: pytest.LogCaptureFixture
         get(server, "/missing")
         get(server, "/config", method="DELETE")
     size = (source["repo"] / "config").stat().st_size
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access")
+    text = "\n".join(
+        r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access"
+    )
     lines = [line for line in text.splitlines() if line.startswith("127.0.0.1 ")]
     assert lines == [
         f"127.0.0.1 GET /config 200 {size}",

@@ -21,12 +21,10 @@ import pytest
 from httptools import static_server
 
 from koji_hostimage.errors import HostImageError, TreefileError
-from koji_hostimage.treefile.load import (
-    FLAT_REPO_FILE_NAME,
+from koji_hostimage.treefile.inputs import FLAT_REPO_FILE_NAME, flatten_for_rpm_ostree, input_hash
+from koji_hostimage.treefile.load import load_treefile
+from koji_hostimage.treefile.repos import (
     RepoSource,
-    flatten_for_rpm_ostree,
-    input_hash,
-    load_treefile,
     repo_metadata_checksum,
     resolve_repos,
     write_repo_file,

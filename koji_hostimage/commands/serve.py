@@ -9,7 +9,8 @@ import logging
 import signal
 from types import FrameType
 
-from koji_hostimage.serve.server import DEFAULT_MAX_CONNECTIONS, HostImageServer, open_tree
+from koji_hostimage.serve.server import DEFAULT_MAX_CONNECTIONS, HostImageServer
+from koji_hostimage.serve.sources import open_tree
 
 HELP = "serve an OSTree repo (directory or OCI archive) over HTTP for ostree pull"
 

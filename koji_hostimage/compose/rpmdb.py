@@ -24,7 +24,8 @@ from typing import Any
 
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.manifest import Package
-from koji_hostimage.ostree.repo import GVariantLiteral, OSTreeRepo, quote_gvariant_string
+from koji_hostimage.ostree.gvariant import GVariantLiteral, quote_gvariant_string
+from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import CommandRunner, HostRunner, run_checked
 
 RPMDB_DIR = "usr/share/rpm"  # relative to the tree root

@@ -26,7 +26,8 @@ from typing import Any
 
 from koji_hostimage.errors import ComposeError, tail_lines
 from koji_hostimage.ostree.repo import OSTreeRepo
-from koji_hostimage.treefile.load import flatten_for_rpm_ostree, resolve_repos
+from koji_hostimage.treefile.inputs import flatten_for_rpm_ostree
+from koji_hostimage.treefile.repos import resolve_repos
 
 from .base import ComposeEngine, ComposeRequest, ComposeResult
 

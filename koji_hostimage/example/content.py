@@ -32,7 +32,7 @@ import yaml
 
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.runner import run_checked
-from koji_hostimage.treefile.load import RepoSource, write_repo_file
+from koji_hostimage.treefile.repos import RepoSource, write_repo_file
 
 log = logging.getLogger(__name__)
 

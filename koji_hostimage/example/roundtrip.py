@@ -158,7 +158,7 @@ def _build(config: RoundTripConfig, treefile: Path, output_dir: Path, version: s
 
 def extract_repo(archive: Path, dest: Path) -> Path:
     """The archive's srv/repo, unpacked (what a node does to `pull-local` from an image)."""
-    from koji_hostimage.image.oci import OciArchive
+    from koji_hostimage.image.oci_reader import OciArchive
 
     with OciArchive(archive) as image:
         image.extract_content(dest, prefix="srv/repo/")
@@ -220,7 +220,8 @@ def remove_sysroot(path: Path) -> None:
 def run_roundtrip(config: RoundTripConfig,
                   builds: tuple[BuildResult, BuildResult] | None = None) -> RoundTripResult:
     """The whole trip; ``builds`` (v1, v2) skips building when they already exist."""
-    from koji_hostimage.serve.server import ArchiveTree, HostImageServer
+    from koji_hostimage.serve.server import HostImageServer
+    from koji_hostimage.serve.sources import ArchiveTree
 
     workdir = Path(config.workdir)
     v1, v2 = builds or build_pair(config)

@@ -116,8 +116,8 @@ def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
 
 
 def _extract_archive_repo(archive: Path, scratch: Path) -> Path:
-    # oci.py owns the archive format; imported here so export stays usable without it
-    from .oci import OciArchive
+    # oci_reader.py reads the archive format; imported here so export stays usable without it
+    from .oci_reader import OciArchive
 
     repo = Path(tempfile.mkdtemp(prefix="previous-", dir=scratch))
     with OciArchive(archive) as image:

@@ -12,7 +12,7 @@ kill) with the same arguments:
 - ``pungi.phases.PHASES_NAMES`` (one list, shared by ``pungi_koji`` and ``pungi.checks``)
   gets "hostimage": ``--skip-phase hostimage``, ``--just-phase hostimage`` and
   ``skip_phases = ["hostimage"]`` are accepted.
-- ``pungi.checks.make_schema`` returns the schema extended by ``pungi_schema``:
+- ``pungi.checks.make_schema`` returns the schema extended by ``schema.py``:
   ``pungi.checks.validate`` checks the hostimage options with everything else.
 - ``pungi_koji.run_compose`` validates the phase (a Koji target for every block) before
   the original runs, as ``run_compose`` validates its own phases, failing the same way.

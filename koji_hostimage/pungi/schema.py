@@ -3,7 +3,7 @@
 
 Upstream, the entries of ``schema_properties()`` would sit in the "properties" of
 ``pungi.checks.make_schema()`` beside the osbuild and kiwibuild blocks. Until then,
-``extend_schema`` adds them to the dict ``make_schema()`` returns (``pungi_entry`` wraps
+``extend_schema`` adds them to the dict ``make_schema()`` returns (``entry.py`` wraps
 it), so pungi's own ``checks.validate`` checks them, fills defaults and reports unknown
 keys like any other option.
 

@@ -99,7 +99,7 @@ def load_image(path: Path) -> ImageInfo:
 
 
 def _load_archive(path: Path) -> ImageInfo:
-    from koji_hostimage.image.oci import OciArchive
+    from koji_hostimage.image.oci_reader import OciArchive
 
     with OciArchive(path) as image:
         raw = image.read_content_file(CONTENT_MANIFEST)

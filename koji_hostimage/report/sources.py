@@ -67,7 +67,7 @@ def _entry_from_bytes(raw: bytes, origin: str, archive_size: int | None,
 
 
 def _manifest_in_archive(archive: Path, found: Found) -> None:
-    from koji_hostimage.image.oci import (
+    from koji_hostimage.image.oci_reader import (
         OciArchive,  # only needed when no manifest lies beside the archive
     )
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""rpm-ostree treefiles: load, resolve includes, validate, hash, flatten.
+"""rpm-ostree treefiles: load, resolve includes, merge, validate, substitute variables.
 
 The semantics follow rpm-ostree's own loader (coreos/rpm-ostree ``rust/src/treefile.rs``):
 
@@ -17,32 +17,23 @@ The semantics follow rpm-ostree's own loader (coreos/rpm-ostree ``rust/src/treef
   (``whitespace_split_packages``).
 - ``substitute_vars``: ``${basearch}`` and ``${releasever}`` are expanded once the whole
   tree is merged (we expand them in every string value; unknown ``${vars}`` stay as they are).
-- The rpm-md repos named in ``repos`` are looked up in ``*.repo`` files in the top-level
-  treefile's directory: rpm-ostree's ``install_packages`` (rpmostree-compose-builtins.cxx)
-  calls ``dnf_context_set_repo_dir`` with the treefile's directory.
 
 Unknown keys pass through untouched (rpm-ostree knows more keys than we do).
 """
 
 from __future__ import annotations
 
-import configparser
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import yaml
 
 from koji_hostimage.errors import TreefileError
-from koji_hostimage.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +74,6 @@ _STRING_LIST_KEYS = ("packages", "repos", "exclude-packages", "units")
 _STRING_KEYS = ("automatic-version-prefix", "default-target", "postprocess-script")
 
 _VAR_RE = re.compile(r"\$\{(basearch|releasever)\}")
-_DNF_VAR_RE = re.compile(r"\$(?:\{(basearch|releasever)\}|(basearch|releasever)\b)")
-
-
-@dataclass
-class RepoSource:
-    """One RPM repository the compose reads from."""
-
-    name: str
-    baseurl: str
-    origin: str = ""  # where it was defined: a .repo file, or "extra repo" (Koji/pungi)
 
 
 @dataclass
@@ -149,19 +130,19 @@ def load_treefile(path: Path, basearch: str) -> Treefile:
     data = parsed.data
     _validate_merged(path, data)
     data["packages"] = sorted(set(data["packages"]))  # a set in rpm-ostree (BTreeSet)
-    data = _substitute(data, _variables(basearch, data))
+    data = _substitute(data, variables(basearch, data))
     externals: dict[str, Any] = {}
     if parsed.postprocess_script is not None:
         externals["postprocess-script"] = parsed.postprocess_script
         files.append(parsed.postprocess_script)
         # Record the script relative to the top-level directory: the resolved data is hashed
         # and must not depend on where the SCM checkout happens to live.
-        data["postprocess-script"] = _relative_to(parsed.postprocess_script, path.parent)
+        data["postprocess-script"] = relative_to(parsed.postprocess_script, path.parent)
     if parsed.add_files:
         externals["add-files"] = list(parsed.add_files)
         files.extend(parsed.add_files)
         data["add-files"] = [
-            [_relative_to(src, path.parent), pair[1]]
+            [relative_to(src, path.parent), pair[1]]
             for src, pair in zip(parsed.add_files, data["add-files"], strict=True)
         ]
     log.debug("loaded treefile %s for %s from %d file(s)", path, basearch, len(files))
@@ -464,7 +445,7 @@ def _is_string_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _variables(basearch: str, data: dict[str, Any]) -> dict[str, str]:
+def variables(basearch: str, data: dict[str, Any]) -> dict[str, str]:
     variables = {"basearch": basearch}
     if "releasever" in data:
         variables["releasever"] = str(data["releasever"])
@@ -481,207 +462,5 @@ def _substitute(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
-def _relative_to(path: Path, base: Path) -> str:
+def relative_to(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
-
-
-# ---------------------------------------------------------------------------------------
-# Repositories
-
-
-def resolve_repos(treefile: Treefile, extra_repos: Sequence[str] = ()) -> list[RepoSource]:
-    """The treefile's ``repos`` (from ``*.repo`` files beside it) plus ``extra_repos``.
-
-    ``extra_repos`` are baseurls or local paths as Koji and pungi pass them; they become
-    ``extra-1``, ``extra-2``, ... in the order given.
-    """
-    defined = _read_repo_files(treefile) if treefile.repos else {}
-    sources: list[RepoSource] = []
-    for repo_id in treefile.repos:
-        if repo_id not in defined:
-            known = ", ".join(sorted(defined)) or "none"
-            raise TreefileError(
-                treefile.path,
-                "repos",
-                f"repo ids defined in a *.repo file in {treefile.directory} (defined: {known})",
-                repr(repo_id),
-            )
-        sources.append(defined[repo_id])
-    for index, location in enumerate(extra_repos, start=1):
-        if not location or any(ch.isspace() for ch in location):
-            # It ends up on a baseurl= line of a .repo file: no room for whitespace.
-            raise TreefileError(
-                treefile.path, "extra repos", "a URL or path without whitespace", repr(location)
-            )
-        sources.append(
-            RepoSource(name=f"extra-{index}", baseurl=_as_url(location), origin="extra repo")
-        )
-    return sources
-
-
-def _read_repo_files(treefile: Treefile) -> dict[str, RepoSource]:
-    variables = _variables(treefile.basearch, treefile.data)
-    defined: dict[str, RepoSource] = {}
-    for repo_file in sorted(treefile.directory.glob("*.repo")):
-        parser = configparser.ConfigParser(interpolation=None, strict=True)
-        try:
-            parser.read_string(repo_file.read_text(encoding="utf-8"), source=str(repo_file))
-        except (configparser.Error, OSError, UnicodeDecodeError) as exc:
-            raise TreefileError(repo_file, None, "a yum .repo (ini) file", str(exc)) from None
-        for repo_id in parser.sections():
-            if repo_id in defined:
-                raise TreefileError(
-                    repo_file,
-                    repo_id,
-                    "repo ids defined once",
-                    f"also defined in {defined[repo_id].origin}",
-                )
-            baseurl = parser.get(repo_id, "baseurl", fallback="").split()
-            if not baseurl:
-                raise TreefileError(repo_file, f"{repo_id}.baseurl", "a baseurl", "nothing")
-            # dnf takes the first of several baseurls first; so do we.
-            url = _DNF_VAR_RE.sub(
-                lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), baseurl[0]
-            )
-            defined[repo_id] = RepoSource(name=repo_id, baseurl=url, origin=str(repo_file))
-    return defined
-
-
-def _as_url(location: str) -> str:
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
-        return location
-    return Path(location).absolute().as_uri()
-
-
-def _local_path(baseurl: str) -> Path | None:
-    if baseurl.startswith("file://"):
-        return Path(unquote(urlparse(baseurl).path))
-    if "://" not in baseurl:
-        return Path(baseurl)
-    return None
-
-
-def write_repo_file(
-    repos: Sequence[RepoSource], dest: Path, inner_path: Callable[[Path], str] | None = None
-) -> None:
-    """Write a yum .repo file naming ``repos`` (gpgcheck=0) for an engine to use.
-
-    ``inner_path`` maps local repo paths to what the engine sees (a buildroot's runner).
-    """
-    lines: list[str] = []
-    for repo in repos:
-        baseurl = repo.baseurl
-        local = _local_path(baseurl)
-        if local is not None and inner_path is not None:
-            baseurl = Path(inner_path(local)).as_uri()
-        lines += [
-            f"[{repo.name}]",
-            f"name={repo.name}",
-            f"baseurl={baseurl}",
-            "enabled=1",
-            "gpgcheck=0",
-            "",
-        ]
-    write_atomic(Path(dest), "\n".join(lines).encode("utf-8"))
-
-
-def repo_metadata_checksum(baseurl: str) -> str:
-    """sha256 of the repo's ``repodata/repomd.xml`` (local path, file:// or http(s) URL)."""
-    local = _local_path(baseurl)
-    if local is not None:
-        repomd = local / "repodata" / "repomd.xml"
-        try:
-            return hashlib.sha256(repomd.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise TreefileError(
-                baseurl,
-                "repodata/repomd.xml",
-                "a readable rpm-md repository",
-                f"{repomd}: {exc.strerror}",
-            ) from None
-    import requests  # only needed for remote repos
-
-    url = baseurl.rstrip("/") + "/repodata/repomd.xml"
-    try:
-        response = requests.get(url, timeout=60)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        raise TreefileError(
-            baseurl, "repodata/repomd.xml", "a reachable rpm-md repository", f"{url}: {exc}"
-        ) from None
-    return hashlib.sha256(response.content).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------
-# Input hash and flattening
-
-
-def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def input_hash(treefile: Treefile, repos: Sequence[RepoSource]) -> str:
-    """sha256 over the resolved treefile, every file read and each repo's repomd.xml.
-
-    File paths enter relative to the top-level treefile's directory, so two checkouts of
-    the same sources in different places hash the same.
-    """
-    hasher = hashlib.sha256()
-    hasher.update(b"treefile\0" + canonical_json(treefile.data) + b"\0")
-    for path in treefile.files:
-        content = path.read_bytes()
-        name = _relative_to(path, treefile.directory).encode()
-        hasher.update(b"file\0" + name + b"\0" + str(len(content)).encode() + b"\0" + content)
-    for repo in sorted(repos, key=lambda r: r.name):
-        try:
-            checksum = repo_metadata_checksum(repo.baseurl)
-        except TreefileError as exc:
-            raise TreefileError(
-                treefile.path,
-                "repos",
-                f"repo {repo.name!r} ({repo.origin or 'given'}) to be a readable rpm-md repo",
-                exc.got,
-            ) from None
-        hasher.update(b"repo\0" + repo.name.encode() + b"\0" + checksum.encode() + b"\0")
-    return hasher.hexdigest()
-
-
-FLAT_TREEFILE_NAME = "treefile.json"
-FLAT_REPO_FILE_NAME = "koji-hostimage.repo"
-
-
-def flatten_for_rpm_ostree(
-    treefile: Treefile,
-    repos: Sequence[RepoSource],
-    dest_dir: Path,
-    inner_path: Callable[[Path], str] | None = None,
-) -> Path:
-    """Write one resolved JSON treefile and one .repo file (all ``repos``) into ``dest_dir``.
-
-    rpm-ostree then sees exactly what we hashed, including the extra repos Koji or pungi
-    gave: ``repos`` lists every repo id, and the repo file sits beside the treefile, where
-    rpm-ostree looks. External files (postprocess script, add-files) are copied in.
-    Returns the treefile's path.
-    """
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for stale in dest_dir.glob("*.repo"):
-        stale.unlink()
-    data = json.loads(json.dumps(treefile.data))
-    data["repos"] = [repo.name for repo in repos]
-    script = treefile.postprocess_script
-    if script is not None:
-        shutil.copy2(script, dest_dir / "postprocess-script")  # keeps the executable bit
-        data["postprocess-script"] = "postprocess-script"
-    sources = treefile.externals.get("add-files", [])
-    if sources:
-        files_dir = dest_dir / "add-files"
-        files_dir.mkdir(exist_ok=True)
-        for index, src in enumerate(sources):
-            name = f"{index}-{src.name}"
-            shutil.copy2(src, files_dir / name)
-            data["add-files"][index][0] = f"add-files/{name}"
-    write_repo_file(repos, dest_dir / FLAT_REPO_FILE_NAME, inner_path=inner_path)
-    target = dest_dir / FLAT_TREEFILE_NAME
-    write_atomic(target, json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
-    return target

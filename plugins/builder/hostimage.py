@@ -46,7 +46,7 @@ from koji.tasks import ServerExit
 
 from __main__ import BaseBuildTask, BuildImageTask, BuildRoot  # kojid's classes
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.image.oci import koji_arch_to_oci
+from koji_hostimage.image.oci_layout import koji_arch_to_oci
 from koji_hostimage.koji import builder as kojibuild
 from koji_hostimage.koji.buildroot import BuildrootRunner
 from koji_hostimage.koji.options import (
