@@ -60,6 +60,10 @@ class ArchiveError(HostImageError):
     """An OCI archive is malformed or not one of ours."""
 
 
+class KojiBuildError(HostImageError):
+    """The Koji side of a build cannot go on (arches, options, previous builds, config)."""
+
+
 class ManifestError(HostImageError):
     """A hostimage.json manifest is malformed or of an unsupported schema version."""
 

@@ -7,6 +7,7 @@ BuildRoot (no mock): it runs the commands for real on this host below a temporar
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,10 +21,14 @@ import pytest
 from httptools import static_server
 from kojid_standin import StandinBuildRoot, StandinHub, standin_options
 
-from koji_hostimage.errors import HostImageError
+from koji_hostimage.errors import CommandError, HostImageError, KojiBuildError
 from koji_hostimage.koji import builder as kojibuild
+from koji_hostimage.koji import config as builder_config
+from koji_hostimage.koji import previous
 from koji_hostimage.koji.buildroot import BuildrootError, BuildrootRunner, exit_code
-from koji_hostimage.manifest import HostImageManifest, Package
+from koji_hostimage.koji.options import with_defaults
+from koji_hostimage.manifest import HostImageManifest, Package, Source
+from koji_hostimage.pipeline import BuildResult
 from koji_hostimage.runner import run_checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +42,7 @@ def test_tag_arches_canonicalises_and_refuses_an_empty_tag():
     assert kojibuild.tag_arches({"name": "t", "arches": "i686 x86_64 i386"}) == [
         "i386", "x86_64"
     ]
-    with pytest.raises(kojibuild.KojiBuildError, match="build tag 't': arches: expected"):
+    with pytest.raises(KojiBuildError, match="build tag 't': arches: expected"):
         kojibuild.tag_arches({"name": "t", "arches": ""})
 
 
@@ -52,7 +57,7 @@ def test_plan_arches_defaults_to_the_tag_and_intersects_a_request():
 
 
 def test_plan_arches_with_nothing_left_names_both_lists():
-    with pytest.raises(kojibuild.KojiBuildError) as info:
+    with pytest.raises(KojiBuildError) as info:
         kojibuild.plan_arches(["x86_64"], ["ppc64le", "s390x"])
     assert "x86_64" in str(info.value) and "ppc64le, s390x" in str(info.value)
 
@@ -96,6 +101,23 @@ def test_default_name_and_repo_urls():
     )
 
 
+def test_fetch_base_image_sources(tmp_path):
+    """The configured base image may be a local OCI archive (used in place); a user's may
+    not; a registry reference is copied with skopeo (here one that cannot answer: the
+    error names the command)."""
+    assert kojibuild.fetch_base_image(None, None, "x86_64", tmp_path) is None
+    config_ref = "oci-archive:/srv/base.oci.tar:latest"
+    assert kojibuild.fetch_base_image(None, config_ref, "x86_64", tmp_path) == Path(
+        "/srv/base.oci.tar"
+    )
+    with pytest.raises(KojiBuildError, match="local paths are only allowed"):
+        kojibuild.fetch_base_image("dir:/srv/image", config_ref, "x86_64", tmp_path)
+    with pytest.raises(CommandError, match="skopeo copy") as info:
+        kojibuild.fetch_base_image("docker://127.0.0.1:9/none:1", None, "aarch64", tmp_path)
+    assert "--override-arch arm64" in str(info.value)  # the OCI name of the Koji arch
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------ rpmlist
 
 
@@ -114,9 +136,9 @@ def test_treefile_paths_must_stay_in_the_checkout(tmp_path):
     assert kojibuild.treefile_in_checkout(tmp_path, "sub/../sub/host.yaml") == (
         tmp_path / "sub" / "host.yaml")
     for bad in ("/etc/host.yaml", "..", "../x.yaml", "sub/../../x.yaml"):
-        with pytest.raises(kojibuild.KojiBuildError, match="inside the SCM checkout"):
+        with pytest.raises(KojiBuildError, match="inside the SCM checkout"):
             kojibuild.check_treefile_path(bad)
-    with pytest.raises(kojibuild.KojiBuildError, match="a symlink leading out of it"):
+    with pytest.raises(KojiBuildError, match="a symlink leading out of it"):
         kojibuild.treefile_in_checkout(tmp_path, "escape.yaml")
 
 
@@ -128,7 +150,7 @@ def test_base_image_source_prefers_the_user_and_refuses_their_local_paths():
     assert kojibuild.base_image_source("docker://r/x:1", "oci-archive:/srv/b.tar") == (
         "docker://r/x:1")
     for local in ("oci-archive:/etc/shadow", "oci:/x", "docker-archive:/x", "dir:/x"):
-        with pytest.raises(kojibuild.KojiBuildError, match="local paths are only allowed"):
+        with pytest.raises(KojiBuildError, match="local paths are only allowed"):
             kojibuild.base_image_source(local, None)
 
 
@@ -163,13 +185,13 @@ def test_task_result_shape():
 
 
 def test_delta_plan():
-    assert kojibuild.delta_plan(None, 2) == kojibuild.DeltaPlan(count=2)
-    assert kojibuild.delta_plan("none", 2) == kojibuild.DeltaPlan()
-    assert kojibuild.delta_plan(0, 2).count == 0
-    assert kojibuild.delta_plan(["a-1-1", "a-1-1", "a-2-1"], 2).nvrs == ("a-1-1", "a-2-1")
+    assert previous.delta_plan(None, 2) == previous.DeltaPlan(count=2)
+    assert previous.delta_plan("none", 2) == previous.DeltaPlan()
+    assert previous.delta_plan(0, 2).count == 0
+    assert previous.delta_plan(["a-1-1", "a-1-1", "a-2-1"], 2).nvrs == ("a-1-1", "a-2-1")
     for bad in (True, 11, -1, "all", [1]):
-        with pytest.raises(kojibuild.KojiBuildError, match="delta_from"):
-            kojibuild.delta_plan(bad, 1)
+        with pytest.raises(KojiBuildError, match="delta_from"):
+            previous.delta_plan(bad, 1)
 
 
 def test_pick_previous_builds_newest_complete_same_name_not_itself():
@@ -182,21 +204,67 @@ def test_pick_previous_builds_newest_complete_same_name_not_itself():
         {"build_id": 6, "name": "host", "nvr": "host-1-6", "state": COMPLETE},
         {"build_id": 5, "name": "host", "nvr": "host-1-5", "state": COMPLETE},  # inherited
     ]
-    picked = kojibuild.pick_previous_builds(tagged, "host", 2, exclude_nvr="host-1-6")
+    picked = previous.pick_previous_builds(tagged, "host", 2, exclude_nvr="host-1-6")
     assert [b["nvr"] for b in picked] == ["host-1-5", "host-1-3"]
-    assert kojibuild.pick_previous_builds(tagged, "host", 0) == []
+    assert previous.pick_previous_builds(tagged, "host", 0) == []
 
 
 def test_pick_archive_and_url():
     archives = [{"filename": "host-1-1.aarch64.oci.tar"},
                 {"filename": "host-1-1.x86_64.hostimage.json"},
                 {"filename": "host-1-1.x86_64.oci.tar"}]
-    assert kojibuild.pick_archive(archives, "x86_64")["filename"] == "host-1-1.x86_64.oci.tar"
-    assert kojibuild.pick_archive(archives, "s390x") is None
+    assert previous.pick_archive(archives, "x86_64")["filename"] == "host-1-1.x86_64.oci.tar"
+    assert previous.pick_archive(archives, "s390x") is None
     build = {"name": "host", "version": "1", "release": "1", "volume_name": "DEFAULT"}
-    assert kojibuild.previous_archive_url("http://k/files", build, "a.tar") == (
+    assert previous.previous_archive_url("http://k/files", build, "a.tar") == (
         "http://k/files/packages/host/1/1/images/a.tar"
     )
+
+
+def _previous_build(build_id: int, nvr: str) -> dict:
+    name, version, release = nvr.rsplit("-", 2)
+    return {"build_id": build_id, "id": build_id, "name": name, "version": version,
+            "release": release, "nvr": nvr, "volume_name": "DEFAULT", "state": COMPLETE}
+
+
+def test_previous_archives_from_topdir_skip_a_pruned_tagged_build(tmp_path):
+    """The latest tagged builds come from the builder's topdir when it has no topurl; a
+    tagged build without an archive for the arch is skipped, not fatal. The hub is the
+    STAND-IN session of tests/kojid_standin.py (recording calls)."""
+    topdir = tmp_path / "koji"
+    images = topdir / "packages" / "host" / "2" / "1" / "images"
+    images.mkdir(parents=True)
+    (images / "host-2-1.x86_64.oci.tar").write_bytes(b"archive v2")
+    hub = StandinHub(
+        upload_root=tmp_path / "hub",
+        tagged=[_previous_build(701, "host-2-1"), _previous_build(700, "host-1-1")],
+        archives={701: [{"filename": "host-2-1.x86_64.oci.tar"}],
+                  700: [{"filename": "host-1-1.aarch64.oci.tar"}]},
+    )
+    found = previous.previous_archives(
+        hub, previous.DeltaPlan(count=2), name="host", dest_tag=20, arch="x86_64",
+        exclude_nvr="host-3-1", dest=tmp_path / "previous", topurl=None, topdir=str(topdir),
+    )
+    assert found == [images / "host-2-1.x86_64.oci.tar"]
+    assert hub.call_args("listTagged") == [((20,), {"package": "host"})]
+    assert [kwargs["buildID"] for _, kwargs in hub.call_args("listArchives")] == [701, 700]
+    assert previous.previous_archives(
+        hub, previous.DeltaPlan(), name="host", dest_tag=20, arch="x86_64",
+        exclude_nvr="host-3-1", dest=tmp_path / "previous", topurl=None, topdir=str(topdir),
+    ) == []
+
+
+def test_previous_archives_named_by_nvr_must_all_be_there(tmp_path):
+    hub = StandinHub(upload_root=tmp_path / "hub",
+                     builds={"host-1-1": _previous_build(700, "host-1-1")},
+                     archives={700: [{"filename": "host-1-1.aarch64.oci.tar"}]})
+    with pytest.raises(KojiBuildError, match=r"host-1-1: expected an archive ending "
+                       r"\.x86_64\.oci\.tar, got host-1-1\.aarch64\.oci\.tar"):
+        previous.previous_archives(
+            hub, previous.DeltaPlan(nvrs=("host-1-1",)), name="host", dest_tag=20,
+            arch="x86_64", exclude_nvr="host-2-1", dest=tmp_path / "previous",
+            topurl=None, topdir=str(tmp_path),
+        )
 
 
 def test_download_over_real_http_and_a_404(tmp_path):
@@ -206,20 +274,97 @@ def test_download_over_real_http_and_a_404(tmp_path):
     dest_dir = tmp_path / "dest"
     dest_dir.mkdir()
     with static_server(served) as (base, requests):
-        got = kojibuild.download(f"{base}/blob", dest_dir / "blob")
+        got = previous.download(f"{base}/blob", dest_dir / "blob")
         assert got.read_bytes() == (served / "blob").read_bytes()
-        with pytest.raises(kojibuild.KojiBuildError, match="expected HTTP 200, got 404"):
-            kojibuild.download(f"{base}/missing", dest_dir / "missing")
+        with pytest.raises(KojiBuildError, match="expected HTTP 200, got 404"):
+            previous.download(f"{base}/missing", dest_dir / "missing")
     assert sorted(p.name for p in dest_dir.iterdir()) == ["blob"]  # no partial file left
     assert "/blob" in requests.paths
+
+
+def _build_result(tmp_path, changed=True):
+    files = {}
+    for suffix in ("oci.tar", "hostimage.json"):
+        files[suffix] = tmp_path / f"host-1-1.x86_64.{suffix}"
+        files[suffix].write_text(suffix)
+    manifest = HostImageManifest(
+        name="host", version="1", release="1", arch="x86_64", ref="os/x86_64", commit="c" * 64,
+        parent=None, content_checksum=None, timestamp=0, inputhash="i" * 64, engine="dnf",
+        packages=[], object_count=1, object_bytes=1,
+    )
+    return BuildResult(changed=changed, commit="c" * 64, log_path=None,
+                       archive=files["oci.tar"] if changed else None,
+                       manifest=manifest if changed else None,
+                       manifest_path=files["hostimage.json"] if changed else None,
+                       compose_json_path=tmp_path / "absent.compose.json")
+
+
+def test_output_uploads_name_what_exists_and_refuse_an_unchanged_compose(tmp_path):
+    names = kojibuild.upload_names("host-1-1", "x86_64", 42)
+    uploads = kojibuild.output_uploads(_build_result(tmp_path), names, "host-1-1 x86_64")
+    assert uploads == [(tmp_path / "host-1-1.x86_64.oci.tar", names.archive),
+                       (tmp_path / "host-1-1.x86_64.hostimage.json", names.manifest)]
+    with pytest.raises(KojiBuildError, match="host-1-1 x86_64: the compose found nothing"):
+        kojibuild.output_uploads(_build_result(tmp_path, changed=False), names, "host-1-1 x86_64")
+
+
+def test_task_log_collects_plugin_and_library_messages_then_lets_go(tmp_path):
+    path = tmp_path / "task.log"
+    with kojibuild.task_log(path):
+        logging.getLogger("koji.plugin.hostimage").info("checking out %s", "scm")
+        logging.getLogger("koji_hostimage.pipeline").warning("compose slow")
+        logging.getLogger("elsewhere").error("not ours")
+    logging.getLogger("koji_hostimage.pipeline").warning("after the task")
+    text = path.read_text()
+    assert "INFO koji.plugin.hostimage: checking out scm" in text
+    assert "WARNING koji_hostimage.pipeline: compose slow" in text
+    assert "not ours" not in text and "after the task" not in text
+    names = kojibuild.upload_names("host-1-1", "x86_64", 7)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "compose.log").write_text("")  # empty: not uploaded
+    assert kojibuild.log_uploads(names, path, work) == [(path, "hostimage-x86_64-7.log")]
+    (work / "compose.log").write_text("rpm-ostree compose tree ...\n")
+    assert kojibuild.log_uploads(names, path, work)[1] == (work / "compose.log",
+                                                           "compose-x86_64-7.log")
+
+
+def test_build_request_takes_opts_over_the_builder_config(tmp_path):
+    config = builder_config.BuilderConfig(engine="rpm-ostree", sign_key="0xCONFIG",
+                                          server_cmd=["httpd", "-f"])
+    common = dict(config=config, treefile=tmp_path / "host.yaml", output_dir=tmp_path / "o",
+                  workdir=tmp_path / "w", arch="aarch64", name="host", version="1",
+                  release=3, koji_repo="http://koji/repos/build/100/aarch64", previous=[],
+                  base_image=None, source=Source(scm_url="git+https://s/r.git#main"),
+                  runner=None)
+    request = kojibuild.build_request(opts=with_defaults({}), **common)
+    assert (request.engine, request.sign_key, request.release) == ("rpm-ostree", "0xCONFIG", "3")
+    assert request.extra_repos == ["http://koji/repos/build/100/aarch64"]
+    assert request.server_cmd == ["httpd", "-f"] and request.server_cmd is not config.server_cmd
+    opts = with_defaults({"engine": "dnf", "sign_key": "0xUSER",
+                          "repo": ["http://mirror/$arch/os", "http://other/$basearch"]})
+    request = kojibuild.build_request(opts=opts, **common)
+    assert (request.engine, request.sign_key) == ("dnf", "0xUSER")
+    assert request.extra_repos == ["http://koji/repos/build/100/aarch64",
+                                   "http://mirror/aarch64/os", "http://other/aarch64"]
+
+
+def test_scm_revision_and_result_message():
+    assert kojibuild.scm_revision("git+https://scm/os.git#0123abcd") == "0123abcd"
+    assert kojibuild.scm_revision("git+https://scm/os.git") is None
+    build = {"name": "host", "version": "1", "release": "2", "volume_name": "DEFAULT"}
+    assert kojibuild.result_message([5001], build).endswith("/packages/host/1/2/images")
+    scratch = kojibuild.result_message([5001, 5002], None)
+    assert scratch.startswith("Scratch host image build results in: ")
+    assert scratch.count("/tasks/") == 2 and "/5001" in scratch and "/5002" in scratch
 
 
 # ------------------------------------------------------------------------------ config
 
 
 def test_shipped_config_file_reads_as_the_defaults():
-    config = kojibuild.load_builder_config(REPO_ROOT / "conf" / "kojid" / "hostimage.conf")
-    assert config == kojibuild.BuilderConfig(compose_timeout=14400.0)
+    config = builder_config.load_builder_config(REPO_ROOT / "conf" / "kojid" / "hostimage.conf")
+    assert config == builder_config.BuilderConfig(compose_timeout=14400.0)
 
 
 def test_config_values_and_errors(tmp_path):
@@ -235,13 +380,14 @@ def test_config_values_and_errors(tmp_path):
         server_cmd = /usr/bin/darkhttpd /srv/repo --port 8080
         compose_timeout = 0
         """))
-    config = kojibuild.load_builder_config(path)
+    config = builder_config.load_builder_config(path)
     assert config.engine == "dnf" and config.install_group == "my-group"
     assert config.base_image == "oci-archive:/srv/base.tar"
     assert config.gpg_homedir == Path("/etc/hostimage/gnupg")
     assert config.delta_from == 3 and config.compose_timeout == 0
     assert config.server_cmd == ["/usr/bin/darkhttpd", "/srv/repo", "--port", "8080"]
-    assert kojibuild.load_builder_config(tmp_path / "absent.conf") == kojibuild.BuilderConfig()
+    absent = tmp_path / "absent.conf"
+    assert builder_config.load_builder_config(absent) == builder_config.BuilderConfig()
     for text, message in (
         ("[hostimage]\nengine = mock\n", "engine: expected one of rpm-ostree, dnf, got 'mock'"),
         ("[hostimage]\ndelta_from = many\n", "delta_from: expected a int, got 'many'"),
@@ -250,8 +396,8 @@ def test_config_values_and_errors(tmp_path):
         ("[other]\n", "expected a [hostimage] section"),
     ):
         path.write_text(text)
-        with pytest.raises(kojibuild.KojiBuildError) as info:
-            kojibuild.load_builder_config(path)
+        with pytest.raises(KojiBuildError) as info:
+            builder_config.load_builder_config(path)
         assert str(path) in str(info.value) and message in str(info.value)
 
 

@@ -8,12 +8,12 @@ everything it decides lives here so it can be tested without a Koji instance:
 - what the uploaded files and logs are called (``upload_names``): every arch of one build
   lands in the same Koji image directory, so names must be unique per arch (and logs per
   attempt, so a retried task does not overwrite the first attempt's log);
+- the repos, treefile and base image of the compose, and the pipeline request
+  (``build_request``);
 - the ``rpmlist`` kojihub's ``importImageInternal`` records (``rpmlist_from_manifest``);
-- which earlier builds of the same name to make static deltas from, and where Koji
-  serves their archives (``pick_previous_builds``, ``previous_archive_url``);
 - the per-arch task result ``completeImageBuild`` / ``moveImageBuildToScratch`` read
-  (``task_result``);
-- the builder's own configuration file (``load_builder_config``).
+  (``task_result``) and the logs that go with it (``task_log``, ``log_uploads``).
+Earlier builds for deltas are in previous.py, the plugin's settings in config.py.
 
 Real Koji interfaces these follow (koji-project/koji):
 ``kojihub.HostExports.completeImageBuild`` -> ``importImage`` -> ``importImageInternal``
@@ -27,37 +27,26 @@ without ``task_id`` (a failed failable arch) and moves ``files`` + ``logs``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import koji
 
-from koji_hostimage.errors import HostImageError
-from koji_hostimage.fsutil import atomic_output
-from koji_hostimage.manifest import HostImageManifest
-from koji_hostimage.pipeline import DEFAULT_SERVER_CMD
+from koji_hostimage.errors import KojiBuildError
+from koji_hostimage.image.oci_layout import koji_arch_to_oci
+from koji_hostimage.manifest import HostImageManifest, Source
+from koji_hostimage.pipeline import BuildRequest, BuildResult
+from koji_hostimage.runner import CommandRunner, run_checked
 
-from .options import ENGINES, MAX_DELTA_COUNT, treefile_path_error
+from .config import BuilderConfig
+from .options import treefile_path_error
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONFIG_FILE = "/etc/kojid/plugins/hostimage.conf"
-CONFIG_SECTION = "hostimage"
-
-# The install group of the buildroot: a comps group in the build tag that pulls in the
-# compose engine (rpm-ostree, ostree, and for the dnf engine dnf + ostree).
-DEFAULT_INSTALL_GROUP = "hostimage-build"
-DEFAULT_CHANNEL = "image"
-
-
-class KojiBuildError(HostImageError):
-    """The Koji side of a build cannot go on (arches, options, previous builds, config)."""
-
 
 # --------------------------------------------------------------------------- arches
 
@@ -236,6 +225,103 @@ def base_image_source(user_ref: str | None, config_ref: str | None) -> Path | st
     return ref
 
 
+def fetch_base_image(
+    user_ref: str | None, config_ref: str | None, arch: str, dest_dir: Path
+) -> Path | None:
+    """The base image as a local OCI archive: the configured local one in place, a
+    registry reference copied for ``arch`` with skopeo into ``dest_dir``; None for none."""
+    ref = base_image_source(user_ref, config_ref)
+    if ref is None or isinstance(ref, Path):
+        return ref
+    dest = Path(dest_dir) / "base-image.oci.tar"
+    log.info("copying base image %s", ref)
+    argv = ["skopeo", "copy", "--override-arch", koji_arch_to_oci(arch), ref,
+            f"oci-archive:{dest}"]
+    run_checked(argv, what="skopeo copy (base image)")
+    return dest
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def buildroot_bind_opts(buildconfig: Mapping[str, Any]) -> dict[str, Any] | None:
+    """kojid ``BuildRoot(bind_opts=...)`` for the build tag (``getBuildConfig`` output)."""
+    if not buildconfig["extra"].get("mock.new_chroot", True):
+        # rpm-ostree's bubblewrap needs the host's /dev in a simple (non-nspawn) chroot.
+        return {"dirs": {"/dev": "/dev"}}
+    log.warning(
+        "build tag %s uses mock's nspawn chroot: rpm-ostree needs mock.new_chroot=0 on the tag",
+        buildconfig.get("name"),
+    )
+    return None
+
+
+def compose_repos(koji_repo: str, user_repos: Sequence[str], arch: str) -> list[str]:
+    """The repos the compose reads: the build tag's, then the user's with $arch expanded."""
+    return [koji_repo, *(substitute_arch(url, arch) for url in user_repos)]
+
+
+def scm_revision(source: str) -> str | None:
+    """The checked-out commit: ``koji.daemon.SCM.get_source()['source']`` carries it as
+    the URL fragment (``git+https://host/repo.git#<sha1>``)."""
+    return source.rsplit("#", 1)[1] if "#" in source else None
+
+
+def build_request(
+    *,
+    opts: Mapping[str, Any],
+    config: BuilderConfig,
+    treefile: Path,
+    output_dir: Path,
+    workdir: Path,
+    arch: str,
+    name: str,
+    version: str,
+    release: str,
+    koji_repo: str,
+    previous: Sequence[Path],
+    base_image: Path | None,
+    source: Source,
+    runner: CommandRunner,
+) -> BuildRequest:
+    """The pipeline request of one createHostImage task. ``opts`` has every option
+    (``options.with_defaults``); where it leaves one unset, the builder's config holds."""
+    return BuildRequest(
+        treefile=treefile,
+        output_dir=output_dir,
+        arch=arch,
+        name=name,
+        version=version,
+        release=str(release),
+        engine=opts["engine"] or config.engine,
+        extra_repos=compose_repos(koji_repo, opts["repo"], arch),
+        previous=list(previous),
+        base_image=base_image,
+        sign_key=opts["sign_key"] or config.sign_key,
+        gpg_homedir=config.gpg_homedir,
+        server_cmd=list(config.server_cmd),
+        source=source,
+        workdir=workdir,
+        runner=runner,
+    )
+
+
+def output_uploads(result: BuildResult, names: UploadNames, what: str) -> list[tuple[Path, str]]:
+    """The files a task uploads for import, as (local path, remote name); refused when
+    the pipeline built no image (rpm-ostree found nothing to change: no archive)."""
+    if not result.changed or result.manifest is None or result.archive is None:
+        raise KojiBuildError(
+            f"{what}: the compose found nothing to change (commit {result.commit});"
+            " no image was built"
+        )
+    outputs = (
+        (result.archive, names.archive),
+        (result.manifest_path, names.manifest),
+        (result.compose_json_path, names.compose_json),
+    )
+    return [(Path(path), remote) for path, remote in outputs if path and Path(path).exists()]
+
+
 # --------------------------------------------------------------------------- rpmlist
 
 
@@ -260,93 +346,6 @@ def rpmlist_from_manifest(manifest: HostImageManifest) -> list[dict[str, Any]]:
         }
         for pkg in sorted(manifest.packages)
     ]
-
-
-# --------------------------------------------------------------------------- deltas
-
-
-@dataclass(frozen=True)
-class DeltaPlan:
-    """Which earlier builds to make static deltas from: the latest ``count`` tagged ones,
-    or exactly the builds named in ``nvrs``."""
-
-    count: int = 0
-    nvrs: tuple[str, ...] = ()
-
-
-def delta_plan(delta_from: Any, default_count: int) -> DeltaPlan:
-    """Read the ``delta_from`` option (see koji_hostimage.koji.options) or the config default."""
-    if delta_from is None:
-        return DeltaPlan(count=default_count)
-    if delta_from == "none":
-        return DeltaPlan()
-    if isinstance(delta_from, bool):
-        raise KojiBuildError(f"delta_from: expected 'none', a count or NVRs, got {delta_from!r}")
-    if isinstance(delta_from, int):
-        if not 0 <= delta_from <= MAX_DELTA_COUNT:
-            raise KojiBuildError(
-                f"delta_from: expected a count from 0 to {MAX_DELTA_COUNT}, got {delta_from}"
-            )
-        return DeltaPlan(count=delta_from)
-    if isinstance(delta_from, list) and all(isinstance(n, str) for n in delta_from):
-        return DeltaPlan(nvrs=tuple(_unique(delta_from)))
-    raise KojiBuildError(f"delta_from: expected 'none', a count or NVRs, got {delta_from!r}")
-
-
-def pick_previous_builds(
-    tagged: Iterable[Mapping[str, Any]], name: str, count: int, exclude_nvr: str | None = None
-) -> list[Mapping[str, Any]]:
-    """The latest ``count`` complete builds of ``name`` from ``listTagged`` output.
-
-    Newest first, by build id (listTagged's own order follows tagging events, which an
-    untag and retag can reorder). The build being made is never its own delta source.
-    """
-    complete = koji.BUILD_STATES["COMPLETE"]
-    candidates = [
-        build
-        for build in tagged
-        if build.get("name") == name
-        and build.get("nvr") != exclude_nvr
-        and build.get("state", complete) == complete
-    ]
-    candidates.sort(key=lambda b: b.get("build_id", b.get("id", 0)), reverse=True)
-    unique: dict[Any, Mapping[str, Any]] = {}
-    for build in candidates:
-        unique.setdefault(build.get("build_id", build.get("id")), build)
-    return list(unique.values())[:count]
-
-
-def pick_archive(archives: Iterable[Mapping[str, Any]], arch: str) -> Mapping[str, Any] | None:
-    """The OCI archive for ``arch`` among a build's archives (``listArchives`` output)."""
-    suffix = f".{arch}.oci.tar"
-    for archive in archives:
-        if archive.get("filename", "").endswith(suffix):
-            return archive
-    return None
-
-
-def previous_archive_url(topurl: str, build: Mapping[str, Any], filename: str) -> str:
-    """Where Koji's web server serves an image file of ``build`` (pathinfo.imagebuild)."""
-    return f"{koji.PathInfo(topdir=topurl).imagebuild(build)}/{filename}"
-
-
-def download(url: str, dest: Path, timeout: float = 600.0) -> Path:
-    """Fetch ``url`` into ``dest`` through a temporary file (nothing half-written)."""
-    import requests  # deferred: only a builder fetching previous builds needs it
-
-    dest = Path(dest)
-    try:
-        with atomic_output(dest) as tmp, open(tmp, "wb") as out:
-            with requests.get(url, stream=True, timeout=timeout) as response:
-                if response.status_code != 200:
-                    raise KojiBuildError(
-                        f"{url}: expected HTTP 200, got {response.status_code} {response.reason}"
-                    )
-                for chunk in response.iter_content(chunk_size=1 << 20):
-                    out.write(chunk)
-    except requests.RequestException as exc:
-        raise KojiBuildError(f"{url}: download failed: {exc}") from exc
-    return dest
 
 
 # --------------------------------------------------------------------------- results
@@ -388,91 +387,56 @@ def task_result(
     }
 
 
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class BuilderConfig:
-    """The builder plugin's settings (conf/kojid/hostimage.conf documents each one)."""
-
-    engine: str = "rpm-ostree"
-    install_group: str = DEFAULT_INSTALL_GROUP
-    channel: str = DEFAULT_CHANNEL
-    base_image: str | None = None
-    sign_key: str | None = None
-    gpg_homedir: Path | None = None
-    delta_from: int = 1
-    server_cmd: list[str] = field(default_factory=lambda: list(DEFAULT_SERVER_CMD))
-    compose_timeout: float = 4 * 3600.0
-    download_timeout: float = 600.0
-    cancel_grace: float = 5.0
-
-
-def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> BuilderConfig:
-    """Read the plugin config with ``koji.read_config_files``; a missing file means defaults."""
-    path = str(path)
-    config = BuilderConfig()
-    if not os.path.exists(path):
-        log.info("%s not found: using the built-in defaults", path)
-        return config
-    try:
-        parser = koji.read_config_files([(path, True)], raw=True)
-    except Exception as exc:  # configparser errors carry the line; keep the file name
-        raise KojiBuildError(f"{path}: cannot read: {exc}") from exc
-    if not parser.has_section(CONFIG_SECTION):
-        raise KojiBuildError(f"{path}: expected a [{CONFIG_SECTION}] section, got none")
-    section = parser[CONFIG_SECTION]
-    known = set(BuilderConfig.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise KojiBuildError(
-            f"{path}: [{CONFIG_SECTION}] {', '.join(unknown)}: unknown option(s);"
-            f" expected only {', '.join(sorted(known))}"
+def result_message(subtask_ids: Sequence[int], build: Mapping[str, Any] | None) -> str:
+    """What the parent task returns: where the images are (``build`` None: a scratch
+    build, whose files stay in the children's task directories)."""
+    if build is None:
+        where = ", ".join(
+            os.path.join(koji.pathinfo.work(), koji.pathinfo.taskrelpath(task_id))
+            for task_id in subtask_ids
         )
+        return f"Scratch host image build results in: {where}"
+    return f"host image build results in: {koji.pathinfo.imagebuild(build)}"
 
-    def text(key: str) -> str | None:
-        value = section.get(key, "").strip()
-        return value or None
 
-    def number(key: str, minimum: float, kind: type = float) -> Any:
-        raw = section.get(key)
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] {key}: expected a {kind.__name__}, got {raw!r}"
-            ) from None
-        if value < minimum:
-            raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] {key}: expected at least {minimum}, got {raw!r}"
-            )
-        return value
+# --------------------------------------------------------------------------- logs
 
-    if "engine" in section:
-        engine = section["engine"].strip()
-        if engine not in ENGINES:
-            raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] engine: expected one of {', '.join(ENGINES)},"
-                f" got {engine!r}"
-            )
-        config.engine = engine
-    config.install_group = text("install_group") or config.install_group
-    config.channel = text("channel") or config.channel
-    config.base_image = text("base_image")
-    config.sign_key = text("sign_key")
-    homedir = text("gpg_homedir")
-    config.gpg_homedir = Path(homedir) if homedir else None
-    if "delta_from" in section:
-        config.delta_from = number("delta_from", 0, int)
-        if config.delta_from > MAX_DELTA_COUNT:
-            raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] delta_from: expected at most {MAX_DELTA_COUNT},"
-                f" got {config.delta_from}"
-            )
-    if text("server_cmd"):
-        # shlex only splits the configured words into an argv; nothing runs a shell.
-        config.server_cmd = shlex.split(section["server_cmd"])
-    for key in ("compose_timeout", "download_timeout", "cancel_grace"):
-        if key in section:
-            setattr(config, key, number(key, 0))
-    return config
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The plugin's own logger (kojid's plugins log as koji.plugin.NAME) and the library's.
+TASK_LOGGERS = ("koji_hostimage", "koji.plugin.hostimage")
+
+
+@contextlib.contextmanager
+def task_log(path: Path) -> Iterator[Path]:
+    """Copy this task's messages (the plugin's and the pipeline's) to ``path`` while the
+    block runs, so the task's own log shows its steps and its error."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    for name in TASK_LOGGERS:
+        named = logging.getLogger(name)
+        named.addHandler(handler)
+        if named.getEffectiveLevel() > logging.INFO:
+            named.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        for name in TASK_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def log_uploads(
+    names: UploadNames, task_log_path: Path, pipeline_workdir: Path | None
+) -> list[tuple[Path, str]]:
+    """The logs a task uploads, as (local path, remote name), whichever exist and are not
+    empty: its own log and the buildroot's command log (also after a failure)."""
+    candidates = [(task_log_path, names.task_log)]
+    if pipeline_workdir is not None:
+        candidates.append((pipeline_workdir / "compose.log", names.compose_log))
+    return [
+        (path, remote)
+        for path, remote in candidates
+        if path.is_file() and path.stat().st_size > 0
+    ]
+

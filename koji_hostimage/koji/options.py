@@ -165,8 +165,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
 OPTION_NAMES: tuple[str, ...] = tuple(OPTIONS_SCHEMA["properties"])
 
 # Task methods and their positional arguments, the same on hub and builder. The hub
-# registers them in koji.tasks.LEGACY_SIGNATURES so policies see target and scratch;
-# the child's arguments follow kiwi's createKiwiImage.
+# registers them in koji.tasks.LEGACY_SIGNATURES (policy_signatures) so policies see
+# target and scratch; the child's arguments follow kiwi's createKiwiImage.
 PARENT_TASK_METHOD = "hostImageBuild"
 CHILD_TASK_METHOD = "createHostImage"
 PARENT_TASK_ARGS: tuple[str, ...] = ("target", "scm_url", "treefile", "opts")
@@ -182,6 +182,25 @@ CHILD_TASK_ARGS: tuple[str, ...] = (
     "treefile",
     "opts",
 )
+
+
+def policy_signatures() -> dict[str, list[list[Any]]]:
+    """``koji.tasks.LEGACY_SIGNATURES`` entries for both task methods.
+
+    Each is ``[args, varargs, varkw, defaults]`` with opts defaulting to None. kojihub's
+    ``policy_data_from_task_args`` (koji-project/koji kojihub/kojihub.py) reads these
+    names: 'target' (or 'target_info') gives the policy data's target, opts['scratch'] its
+    scratch flag, and a 'src', 'spec_url' or 'url' parameter its source. So scm_url is
+    named 'url' here, which lets `source` policy tests match the SCM URL (tasks still pass
+    arguments by position, and only the hub parses them: kojid does not).
+    """
+    return {
+        method: [[["url" if name == "scm_url" else name for name in args], None, None, (None,)]]
+        for method, args in (
+            (PARENT_TASK_METHOD, PARENT_TASK_ARGS),
+            (CHILD_TASK_METHOD, CHILD_TASK_ARGS),
+        )
+    }
 
 
 class OptionsError(HostImageError):

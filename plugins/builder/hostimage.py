@@ -26,15 +26,20 @@ The tasks follow kojid's own image tasks (koji-project/koji builder/kojid
   session: ``getBuildTarget``, ``getBuildConfig``, ``getNextRelease``, ``getChannel``,
   ``listTagged``, ``listArchives``, ``getBuild``.
 
-Everything the tasks decide is in koji_hostimage.koji.builder (tested without Koji); the
-compose runs in the buildroot through koji_hostimage.koji.buildroot.BuildrootRunner; export
-and packing run on the builder host in koji_hostimage.pipeline.build_host_image.
+Everything the tasks decide is in koji_hostimage.koji (tested without Koji): builder.py
+(arches, names, the pipeline request, rpmlist, result, logs), previous.py (earlier builds
+for deltas), config.py (this plugin's settings); the compose runs in the buildroot through
+koji_hostimage.koji.buildroot.BuildrootRunner; export and packing run on the builder host
+in koji_hostimage.pipeline.build_host_image.
+
+Task parameters are not registered in koji.tasks.LEGACY_SIGNATURES here: only the hub
+parses them (kojihub's policy_data_from_task_args and scheduler; kojid calls the handler
+with the arguments as they are), and the hub plugin registers them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,37 +51,23 @@ from koji.tasks import ServerExit
 
 from __main__ import BaseBuildTask, BuildImageTask, BuildRoot  # kojid's classes
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.image.oci_layout import koji_arch_to_oci
 from koji_hostimage.koji import builder as kojibuild
+from koji_hostimage.koji import previous
 from koji_hostimage.koji.buildroot import BuildrootRunner
-from koji_hostimage.koji.options import (
-    CHILD_TASK_ARGS,
-    CHILD_TASK_METHOD,
-    PARENT_TASK_ARGS,
-    PARENT_TASK_METHOD,
-    with_defaults,
-)
+from koji_hostimage.koji.config import DEFAULT_CONFIG_FILE, BuilderConfig, load_builder_config
+from koji_hostimage.koji.options import CHILD_TASK_METHOD, PARENT_TASK_METHOD, with_defaults
 from koji_hostimage.manifest import Source
-from koji_hostimage.pipeline import BuildRequest, build_host_image
-from koji_hostimage.runner import run_checked
+from koji_hostimage.pipeline import build_host_image
 
 logger = logging.getLogger("koji.plugin.hostimage")
 
 # Tests point this at their own file; kojid uses the default.
-CONFIG_FILE = kojibuild.DEFAULT_CONFIG_FILE
+CONFIG_FILE = DEFAULT_CONFIG_FILE
 
-# The same registration as the hub plugin's, so task parameters parse on the builder too
-# (koji.tasks.parse_task_params); setdefault keeps whichever copy loaded first.
-koji.tasks.LEGACY_SIGNATURES.setdefault(
-    PARENT_TASK_METHOD, [[list(PARENT_TASK_ARGS), None, None, (None,)]]
-)
-koji.tasks.LEGACY_SIGNATURES.setdefault(
-    CHILD_TASK_METHOD, [[list(CHILD_TASK_ARGS), None, None, (None,)]]
-)
 
-def load_config() -> kojibuild.BuilderConfig:
+def load_config() -> BuilderConfig:
     try:
-        return kojibuild.load_builder_config(CONFIG_FILE)
+        return load_builder_config(CONFIG_FILE)
     except HostImageError as exc:
         raise koji.ConfigurationError(str(exc)) from exc
 
@@ -146,18 +137,8 @@ class HostImageBuildTask(BuildImageTask):
             for arch in plan.arches:
                 subtasks[arch] = self.session.host.subtask(
                     method=CHILD_TASK_METHOD,
-                    arglist=[
-                        name,
-                        version,
-                        release,
-                        arch,
-                        target_info,
-                        build_tag,
-                        repo_info,
-                        scm_url,
-                        treefile,
-                        raw_opts,
-                    ],
+                    arglist=[name, version, release, arch, target_info, build_tag, repo_info,
+                             scm_url, treefile, raw_opts],  # CHILD_TASK_ARGS
                     label=arch,
                     parent=self.id,
                     arch=arch,
@@ -194,13 +175,7 @@ class HostImageBuildTask(BuildImageTask):
             )
             self.wait(tag_task_id)
 
-        if scratch:
-            where = ", ".join(
-                os.path.join(koji.pathinfo.work(), koji.pathinfo.taskrelpath(task_id))
-                for task_id in subtasks.values()
-            )
-            return f"Scratch host image build results in: {where}"
-        return f"host image build results in: {koji.pathinfo.imagebuild(bld_info)}"
+        return kojibuild.result_message(list(subtasks.values()), None if scratch else bld_info)
 
 
 class CreateHostImageTask(BaseBuildTask):
@@ -209,21 +184,9 @@ class CreateHostImageTask(BaseBuildTask):
     Methods = [CHILD_TASK_METHOD]
     _taskWeight = 2.0
 
-    def handler(
-        self,
-        name,
-        version,
-        release,
-        arch,
-        target_info,
-        build_tag,
-        repo_info,
-        scm_url,
-        treefile,
-        opts=None,
-    ):
-        self.raw_opts = dict(opts or {})
-        self.opts = with_defaults(self.raw_opts)
+    def handler(self, name, version, release, arch, target_info, build_tag, repo_info, scm_url,
+                treefile, opts=None):
+        self.opts = with_defaults(opts)
         self.config = load_config()
         self.arch = arch
         self.nvr = f"{name}-{version}-{release}"
@@ -232,26 +195,31 @@ class CreateHostImageTask(BaseBuildTask):
         self.task_log = Path(self.workdir) / "hostimage-task.log"
         self.pipeline_workdir: Path | None = None
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
-        handler = _attach_log(self.task_log)
         try:
-            imgdata = self._create(
-                name, version, release, target_info, build_tag, repo_info, scm_url, treefile
-            )
-        except (SystemExit, ServerExit, KeyboardInterrupt):
-            logger.error("%s %s: cancelled", self.nvr, arch)
-            raise
-        except HostImageError as exc:
-            logger.error("%s %s failed: %s", self.nvr, arch, exc)
-            raise _build_error(exc) from exc
-        except Exception as exc:
-            logger.exception("%s %s failed: %s", self.nvr, arch, exc)
-            raise
+            with kojibuild.task_log(self.task_log):
+                imgdata = self._create_logged(
+                    name, version, release, target_info, build_tag, repo_info, scm_url,
+                    treefile
+                )
         finally:
-            _detach_log(handler)
             logs = self._upload_logs()
             self._expire()
         imgdata["logs"] = logs
         return imgdata
+
+    def _create_logged(self, *args) -> dict[str, Any]:
+        """``_create``, with its outcome in the task log (the log is closed after this)."""
+        try:
+            return self._create(*args)
+        except (SystemExit, ServerExit, KeyboardInterrupt):
+            logger.error("%s %s: cancelled", self.nvr, self.arch)
+            raise
+        except HostImageError as exc:
+            logger.error("%s %s failed: %s", self.nvr, self.arch, exc)
+            raise _build_error(exc) from exc
+        except Exception as exc:
+            logger.exception("%s %s failed: %s", self.nvr, self.arch, exc)
+            raise
 
     # -- steps ------------------------------------------------------------------------
     def _create(
@@ -262,75 +230,43 @@ class CreateHostImageTask(BaseBuildTask):
         # Cheap checks of the request first: no buildroot or checkout for a bad one.
         scm = _checked_scm(self, scm_url, scratch)
         kojibuild.check_treefile_path(treefile)
-        base_image = self._base_image()
-        previous = self._previous_archives(name, target_info)
+        base_image = kojibuild.fetch_base_image(
+            self.opts["base_image"], self.config.base_image, arch, Path(self.workdir)
+        )
+        previous_archives = self._previous_archives(name, target_info)
         broot = self._buildroot(build_tag, repo_info)
         self.names = kojibuild.upload_names(self.nvr, arch, broot.id)
 
         checkout_dir = Path(broot.tmpdir()) / "hostimage-src"
         checkout_dir.mkdir(parents=True, exist_ok=True)
-        self.run_callbacks(
-            "preSCMCheckout",
-            scminfo=scm.get_info(),
-            build_tag=build_tag,
-            scratch=scratch,
-            buildroot=broot,
-        )
-        srcdir = scm.checkout(
-            str(checkout_dir),
-            self.session,
-            self.getUploadDir(),
-            str(Path(self.workdir) / self.names.checkout_log),
-        )
-        self.run_callbacks(
-            "postSCMCheckout",
-            scminfo=scm.get_info(),
-            build_tag=build_tag,
-            scratch=scratch,
-            srcdir=srcdir,
-            buildroot=broot,
-        )
+        self.run_callbacks("preSCMCheckout", scminfo=scm.get_info(), build_tag=build_tag,
+                           scratch=scratch, buildroot=broot)
+        srcdir = scm.checkout(str(checkout_dir), self.session, self.getUploadDir(),
+                              str(Path(self.workdir) / self.names.checkout_log))
+        self.run_callbacks("postSCMCheckout", scminfo=scm.get_info(), build_tag=build_tag,
+                           scratch=scratch, srcdir=srcdir, buildroot=broot)
         treefile_path = kojibuild.treefile_in_checkout(Path(srcdir), treefile)
 
         self.pipeline_workdir = Path(broot.tmpdir()) / "hostimage-work"
-        output_dir = Path(self.workdir) / "output"
-        request = BuildRequest(
-            treefile=treefile_path,
-            output_dir=output_dir,
-            arch=arch,
-            name=name,
-            version=version,
-            release=str(release),
-            engine=self.raw_opts.get("engine") or self.config.engine,
-            extra_repos=self._repos(target_info, repo_info),
-            previous=previous,
-            base_image=base_image,
-            sign_key=self.opts["sign_key"] or self.config.sign_key,
-            gpg_homedir=self.config.gpg_homedir,
-            server_cmd=list(self.config.server_cmd),
+        koji_repo = kojibuild.koji_repo_url(
+            self.options.topurl, repo_info["id"], target_info["build_tag_name"], arch
+        )
+        request = kojibuild.build_request(
+            opts=self.opts, config=self.config, treefile=treefile_path,
+            output_dir=Path(self.workdir) / "output", workdir=self.pipeline_workdir,
+            arch=arch, name=name, version=version, release=str(release),
+            koji_repo=koji_repo, previous=previous_archives, base_image=base_image,
             source=Source(scm_url=scm_url, revision=_revision(scm), treefile=treefile),
-            workdir=self.pipeline_workdir,
             runner=BuildrootRunner(
                 broot, timeout=self.config.compose_timeout, cancel_grace=self.config.cancel_grace
             ),
         )
         result = build_host_image(request)
-        if not result.changed or result.manifest is None or result.archive is None:
-            raise koji.BuildError(
-                f"{self.nvr} {arch}: the compose found nothing to change"
-                f" (commit {result.commit}); no image was built"
-            )
-
         names = self.names
         files = []
-        for path, remote in (
-            (result.archive, names.archive),
-            (result.manifest_path, names.manifest),
-            (result.compose_json_path, names.compose_json),
-        ):
-            if path is not None and Path(path).exists():
-                self.uploadFile(str(path), remoteName=remote)
-                files.append(remote)
+        for path, remote in kojibuild.output_uploads(result, names, f"{self.nvr} {arch}"):
+            self.uploadFile(str(path), remoteName=remote)
+            files.append(remote)
 
         rpmlist = kojibuild.rpmlist_from_manifest(result.manifest)
         if not scratch:
@@ -339,42 +275,17 @@ class CreateHostImageTask(BaseBuildTask):
         logger.info(
             "%s %s: commit %s, %d packages", self.nvr, arch, result.manifest.commit, len(rpmlist)
         )
-        imgdata = kojibuild.task_result(
-            task_id=self.id,
-            arch=arch,
-            name=name,
-            version=version,
-            release=str(release),
-            names=names,
-            files=files,
-            logs=[],
-            rpmlist=rpmlist,
-            manifest=result.manifest,
+        return kojibuild.task_result(
+            task_id=self.id, arch=arch, name=name, version=version, release=str(release),
+            names=names, files=files, logs=[], rpmlist=rpmlist, manifest=result.manifest,
         )
-        return imgdata
 
     def _buildroot(self, build_tag, repo_info):
         buildconfig = self.session.getBuildConfig(build_tag, event=repo_info.get("create_event"))
-        bind_opts = None
-        if not buildconfig["extra"].get("mock.new_chroot", True):
-            # rpm-ostree's bubblewrap needs the host's /dev in a simple (non-nspawn) chroot.
-            bind_opts = {"dirs": {"/dev": "/dev"}}
-        else:
-            logger.warning(
-                "build tag %s uses mock's nspawn chroot: rpm-ostree needs"
-                " mock.new_chroot=0 on the tag",
-                buildconfig.get("name"),
-            )
         broot = BuildRoot(
-            self.session,
-            self.options,
-            build_tag,
-            self.arch,
-            self.id,
-            repo_id=repo_info["id"],
-            install_group=self.config.install_group,
-            setup_dns=True,
-            bind_opts=bind_opts,
+            self.session, self.options, build_tag, self.arch, self.id,
+            repo_id=repo_info["id"], install_group=self.config.install_group, setup_dns=True,
+            bind_opts=kojibuild.buildroot_bind_opts(buildconfig),
         )
         self.broot = broot
         broot.workdir = self.workdir
@@ -384,78 +295,20 @@ class CreateHostImageTask(BaseBuildTask):
         broot.init()
         return broot
 
-    def _repos(self, target_info, repo_info) -> list[str]:
-        koji_repo = kojibuild.koji_repo_url(
-            self.options.topurl, repo_info["id"], target_info["build_tag_name"], self.arch
-        )
-        user = [kojibuild.substitute_arch(url, self.arch) for url in self.opts["repo"]]
-        return [koji_repo, *user]
-
     def _previous_archives(self, name, target_info) -> list[Path]:
-        try:
-            plan = kojibuild.delta_plan(self.raw_opts.get("delta_from"), self.config.delta_from)
-        except HostImageError as exc:
-            raise _build_error(exc) from exc
-        if plan.nvrs:
-            builds = [self.session.getBuild(nvr, strict=True) for nvr in plan.nvrs]
-            strict = True
-        elif plan.count:
-            tagged = self.session.listTagged(target_info["dest_tag"], package=name)
-            builds = kojibuild.pick_previous_builds(tagged, name, plan.count, self.nvr)
-            strict = False  # a pruned old build must not fail a new one
-        else:
-            return []
-        dest = Path(self.workdir) / "previous"
-        dest.mkdir(parents=True, exist_ok=True)
-        found = []
-        for build in builds:
-            try:
-                found.append(self._fetch_previous(build, dest))
-            except HostImageError as exc:
-                if strict:
-                    raise
-                logger.warning("no delta from %s: %s", build.get("nvr"), exc)
-        return found
-
-    def _fetch_previous(self, build, dest: Path) -> Path:
-        archives = self.session.listArchives(buildID=build["id"], type="image")
-        archive = kojibuild.pick_archive(archives, self.arch)
-        if archive is None:
-            raise kojibuild.KojiBuildError(
-                f"build {build.get('nvr')}: expected an archive ending .{self.arch}.oci.tar,"
-                f" got {', '.join(a.get('filename', '?') for a in archives) or 'none'}"
-            )
-        filename = archive["filename"]
-        if getattr(self.options, "topurl", None):
-            url = kojibuild.previous_archive_url(self.options.topurl, build, filename)
-            logger.info("fetching %s for deltas", url)
-            return kojibuild.download(url, dest / filename, self.config.download_timeout)
-        local = Path(koji.PathInfo(topdir=self.options.topdir).imagebuild(build)) / filename
-        if not local.is_file():
-            raise kojibuild.KojiBuildError(f"{local}: expected the archive, got nothing")
-        return local
-
-    def _base_image(self) -> Path | None:
-        try:
-            ref = kojibuild.base_image_source(self.opts["base_image"], self.config.base_image)
-        except HostImageError as exc:
-            raise _build_error(exc) from exc
-        if ref is None or isinstance(ref, Path):
-            return ref
-        dest = Path(self.workdir) / "base-image.oci.tar"
-        logger.info("copying base image %s", ref)
-        run_checked(
-            [
-                "skopeo",
-                "copy",
-                "--override-arch",
-                koji_arch_to_oci(self.arch),
-                ref,
-                f"oci-archive:{dest}",
-            ],
-            what="skopeo copy (base image)",
+        plan = previous.delta_plan(self.opts["delta_from"], self.config.delta_from)
+        return previous.previous_archives(
+            self.session,
+            plan,
+            name=name,
+            dest_tag=target_info["dest_tag"],
+            arch=self.arch,
+            exclude_nvr=self.nvr,
+            dest=Path(self.workdir) / "previous",
+            topurl=getattr(self.options, "topurl", None),
+            topdir=getattr(self.options, "topdir", None),
+            timeout=self.config.download_timeout,
         )
-        return dest
 
     def _expire(self) -> None:
         """Expire the buildroot (kojid's BuildRoot.expire) without hiding the task's error."""
@@ -470,14 +323,10 @@ class CreateHostImageTask(BaseBuildTask):
         """Upload this attempt's logs (also after a failure); return their names."""
         names = self.names
         uploaded = []
-        candidates = [(self.task_log, names.task_log)]
-        if self.pipeline_workdir is not None:
-            candidates.append((self.pipeline_workdir / "compose.log", names.compose_log))
-        for path, remote in candidates:
+        for path, remote in kojibuild.log_uploads(names, self.task_log, self.pipeline_workdir):
             try:
-                if path.is_file() and path.stat().st_size > 0:
-                    self.uploadFile(str(path), remoteName=remote)
-                    uploaded.append(remote)
+                self.uploadFile(str(path), remoteName=remote)
+                uploaded.append(remote)
             except Exception:  # a failed log upload must not hide the task's own error
                 logger.exception("could not upload %s", remote)
         # SCM.checkout streams its log to the hub itself (koji.daemon.log_output).
@@ -487,33 +336,9 @@ class CreateHostImageTask(BaseBuildTask):
 
 
 def _revision(scm: SCM) -> str | None:
-    """The checked-out commit (SCM.get_source puts it in the URL fragment)."""
+    """The checked-out commit, or None when the SCM cannot say."""
     try:
-        source = scm.get_source()["source"]
+        return kojibuild.scm_revision(scm.get_source()["source"])
     except Exception as exc:
         logger.warning("no source revision: %s", exc)
         return None
-    return source.rsplit("#", 1)[1] if "#" in source else None
-
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_LOGGERS = ("koji_hostimage", "koji.plugin.hostimage")
-
-
-def _attach_log(path: Path) -> logging.Handler:
-    """Send this task's messages (ours and the pipeline's) to ``path``."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    handler.setLevel(logging.INFO)
-    for name in _LOGGERS:
-        named = logging.getLogger(name)
-        named.addHandler(handler)
-        if named.getEffectiveLevel() > logging.INFO:
-            named.setLevel(logging.INFO)
-    return handler
-
-
-def _detach_log(handler: logging.Handler) -> None:
-    for name in _LOGGERS:
-        logging.getLogger(name).removeHandler(handler)
-    handler.close()

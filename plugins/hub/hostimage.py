@@ -42,24 +42,8 @@ CONFIG_FILE = "/etc/koji-hub/plugins/hostimage.conf"
 CONFIG_SECTION = "hostimage"
 
 
-def _policy_signature(argnames: tuple[str, ...]) -> list[list[Any]]:
-    """A LEGACY_SIGNATURES entry: [args, varargs, varkw, defaults]; opts defaults to None.
-
-    kojihub's policy_data_from_task_args reads these names: 'target' (or 'target_info')
-    gives the policy data's target, opts['scratch'] its scratch flag, and a 'src',
-    'spec_url' or 'url' parameter its source. So scm_url is named 'url' here, which lets
-    `source` policy tests match the SCM URL (tasks still pass arguments by position).
-    """
-    names = ["url" if name == "scm_url" else name for name in argnames]
-    return [[names, None, None, (None,)]]
-
-
-koji.tasks.LEGACY_SIGNATURES[hostimage_options.PARENT_TASK_METHOD] = _policy_signature(
-    hostimage_options.PARENT_TASK_ARGS
-)
-koji.tasks.LEGACY_SIGNATURES[hostimage_options.CHILD_TASK_METHOD] = _policy_signature(
-    hostimage_options.CHILD_TASK_ARGS
-)
+# Lets hub policies see the tasks' target, scratch flag and source.
+koji.tasks.LEGACY_SIGNATURES.update(hostimage_options.policy_signatures())
 
 
 @dataclass(frozen=True)
