@@ -262,8 +262,10 @@ def compose_repos(koji_repo: str, user_repos: Sequence[str], arch: str) -> list[
 
 
 def scm_revision(source: str) -> str | None:
-    """The checked-out commit: ``koji.daemon.SCM.get_source()['source']`` carries it as
-    the URL fragment (``git+https://host/repo.git#<sha1>``)."""
+    """The checked-out revision from ``koji.daemon.SCM.get_source()['source']``
+    (koji-project/koji koji/daemon.py): for git it is the URL with ``git rev-parse HEAD``
+    as the fragment (``git+https://host/repo.git#<sha1>``); other SCMs give the URL as
+    requested, whose fragment is the ref asked for."""
     return source.rsplit("#", 1)[1] if "#" in source else None
 
 
