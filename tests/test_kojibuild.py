@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""koji_hostimage.koji.builder (the builder's Koji-side decisions) and .buildroot (the runner).
+"""koji_hostimage.koji: the builder's decisions (builder, previous, config) and the
+buildroot runner.
 
 The runner tests use tests/kojid_standin.py's StandinBuildRoot, a STAND-IN for kojid's
 BuildRoot (no mock): it runs the commands for real on this host below a temporary root.
