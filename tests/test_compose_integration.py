@@ -233,6 +233,26 @@ def test_cli_refuses_unhonoured_keys_by_name(
                for m in errors), errors
 
 
+def test_cli_compose_source_root(
+    tmp_path: Path, example_content: ExampleContent, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`compose --source-root`: hosts/x.yaml may include ../common/host.yaml only when the
+    checkout is the root; without it the include is refused before the engine runs."""
+    src = tmp_path / "checkout"
+    (src / "common").mkdir(parents=True)
+    (src / "hosts").mkdir()
+    (src / "common/host.yaml").write_text(example_content.treefile.read_text())
+    (src / "hosts/example.repo").write_text(example_content.repo_file.read_text())
+    (src / "hosts/x.yaml").write_text("include: ../common/host.yaml\n")
+    argv = ["compose", str(src / "hosts/x.yaml"), "--repo", str(tmp_path / "repo"),
+            "--engine", "dnf", "--arch", ARCH]
+    assert main(argv) == 1
+    assert "include: expected a path inside" in caplog.text
+    assert not (tmp_path / "repo").exists()
+    assert main([*argv, "--source-root", str(src)]) == 0
+    assert OSTreeRepo(tmp_path / "repo").rev_parse("example/x86_64/host")
+
+
 def test_extra_repos_and_parent_by_ref(
     tmp_path: Path, composed_v1, example_content_v2: ExampleContent  # noqa: ANN001
 ) -> None:

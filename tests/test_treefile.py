@@ -838,3 +838,209 @@ def test_extra_repo_with_whitespace_is_refused(tmp_path: Path, location: str):
     with pytest.raises(TreefileError) as info:
         resolve_repos(tf, [location])
     assert info.value.key == "extra repos" and info.value.got == repr(location)
+
+
+# ---------------------------------------------------------------------------------------
+# confinement: every file a treefile names resolves inside the source root
+
+
+def checkout(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path]:
+    """A checkout under tmp_path/checkout and a secret file outside it; (top, secret)."""
+    secret = tmp_path / "outside" / "secret.yaml"
+    secret.parent.mkdir()
+    secret.write_text("units: [leaked.service]\n")  # a valid treefile: loads if reached
+    (tmp_path / "checkout").mkdir()
+    return write_tree(tmp_path / "checkout", files), secret
+
+
+def opened_documents(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every treefile document the loader reads."""
+    from koji_hostimage.treefile import load
+
+    opened: list[Path] = []
+    real = load._read_document
+
+    def recording(path: Path):
+        opened.append(path.resolve())
+        return real(path)
+
+    monkeypatch.setattr(load, "_read_document", recording)
+    return opened
+
+
+def assert_escape(error: TreefileError, where: Path, key: str, name: str, target: Path,
+                  root: Path) -> None:
+    assert error.path == str(where) and error.key == key
+    assert error.expected == f"a path inside {root.resolve()}"
+    assert error.got == f"{name!r} (resolves to {target.resolve()})"
+    assert f": {key}: expected a path inside " in str(error) and repr(name) in str(error)
+
+
+def test_dotdot_include_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    top, secret = checkout(tmp_path, {"top.yaml": VALID + "include: ../outside/secret.yaml\n"})
+    opened = opened_documents(monkeypatch)
+    error = expect_error(top)
+    assert_escape(error, top, "include", "../outside/secret.yaml", secret, top.parent)
+    assert secret.resolve() not in opened
+
+
+def test_absolute_include_outside_the_root_is_refused(tmp_path: Path, monkeypatch):
+    top, secret = checkout(tmp_path, {})
+    top.write_text(VALID + f"include: [{secret}]\n")
+    opened = opened_documents(monkeypatch)
+    assert_escape(expect_error(top), top, "include", str(secret), secret, top.parent)
+    assert secret.resolve() not in opened
+
+
+def test_symlinked_include_pointing_outside_is_refused(tmp_path: Path, monkeypatch):
+    top, secret = checkout(tmp_path, {"top.yaml": VALID + "include: sub/common.yaml\n"})
+    (top.parent / "sub").mkdir()
+    (top.parent / "sub" / "common.yaml").symlink_to(secret)
+    opened = opened_documents(monkeypatch)
+    error = expect_error(top)
+    assert_escape(error, top, "include", "sub/common.yaml", secret, top.parent)
+    assert secret.resolve() not in opened
+
+
+def test_arch_include_outside_is_refused_in_the_including_file(tmp_path: Path):
+    top, secret = checkout(
+        tmp_path,
+        {
+            "top.yaml": VALID + "include: inc.yaml\n",
+            "inc.yaml": "arch-include:\n  aarch64: ../outside/secret.yaml\n",
+        },
+    )
+    assert load_treefile(top, "x86_64").files == [top, top.parent / "inc.yaml"]  # not used
+    error = expect_error(top, basearch="aarch64")
+    assert_escape(error, top.parent / "inc.yaml", "arch-include.aarch64",
+                  "../outside/secret.yaml", secret, top.parent)
+
+
+@pytest.mark.parametrize("source", ["tmp", "/etc/passwd"])
+def test_add_files_absolute_source_outside_is_refused(tmp_path: Path, source: str):
+    top, secret = checkout(tmp_path, {})
+    name = str(secret) if source == "tmp" else source
+    top.write_text(VALID + f"add-files: [[{name}, /usr/share/x]]\n")
+    error = expect_error(top)
+    assert_escape(error, top, "add-files", name, Path(name), top.parent)
+
+
+def test_add_files_through_a_symlinked_directory_is_refused(tmp_path: Path):
+    top, secret = checkout(
+        tmp_path, {"top.yaml": VALID + "add-files: [[files/secret.yaml, /usr/share/x]]\n"}
+    )
+    (top.parent / "files").symlink_to(secret.parent, target_is_directory=True)
+    error = expect_error(top)
+    assert_escape(error, top, "add-files", "files/secret.yaml", secret, top.parent)
+
+
+def test_postprocess_script_outside_is_refused(tmp_path: Path):
+    top, _secret = checkout(
+        tmp_path,
+        {
+            "top.yaml": VALID + "include: sub/inc.yaml\n",
+            "sub/inc.yaml": "postprocess-script: ../../outside/post.sh\n",
+        },
+    )
+    script = tmp_path / "outside" / "post.sh"
+    script.write_text("#!/bin/sh\ncat /etc/kojid/kojid.conf\n")
+    error = expect_error(top)
+    assert_escape(error, top.parent / "sub/inc.yaml", "postprocess-script",
+                  "../../outside/post.sh", script, top.parent)
+
+
+@pytest.mark.parametrize("key", ["check-passwd", "check-groups"])
+def test_check_passwd_and_groups_files_are_confined(tmp_path: Path, key: str):
+    top, _secret = checkout(
+        tmp_path, {"top.yaml": VALID + f"{key}: {{type: file, filename: /etc/passwd}}\n"}
+    )
+    assert_escape(expect_error(top), top, key, "/etc/passwd", Path("/etc/passwd"), top.parent)
+
+
+def test_check_passwd_file_is_hashed_and_copied_for_rpm_ostree(tmp_path: Path):
+    top = write_tree(
+        tmp_path,
+        {
+            "top.yaml": VALID + "include: sub/inc.yaml\n",
+            "sub/inc.yaml": "check-passwd: {type: file, filename: passwd}\n"
+            "check-groups: {type: previous}\n",
+            "sub/passwd": "root:x:0:0:root:/root:/bin/bash\n",
+        },
+    )
+    tf = load_treefile(top, "x86_64", root=tmp_path)
+    assert tf.externals["check-passwd"] == tmp_path / "sub/passwd"
+    assert tf.data["check-passwd"] == {"type": "file", "filename": "sub/passwd"}
+    assert tf.files[-1] == tmp_path / "sub/passwd" and "check-groups" not in tf.externals
+    flat = flatten_for_rpm_ostree(tf, [], tmp_path / "flat")
+    data = json.loads(flat.read_text())
+    assert data["check-passwd"] == {"type": "file", "filename": "check-passwd"}
+    assert (flat.parent / "check-passwd").read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+
+
+def test_conditional_include_naming_files_is_refused(tmp_path: Path):
+    """We do not resolve conditional-include; rpm-ostree would read its files unconfined
+    from the flattened copy. Inline treefiles (no files) still pass through."""
+    top, secret = checkout(tmp_path, {})
+    top.write_text(
+        VALID + "conditional-include:\n"
+        "  - if: basearch == x86_64\n    include: {units: [a.service]}\n"
+        f"  - if: basearch == x86_64\n    include: {secret}\n"
+    )
+    error = expect_error(top)
+    assert error.path == str(top) and error.key == "conditional-include[1].include"
+    assert "inline treefile" in error.expected and str(secret) in error.got
+
+
+def test_repo_file_symlinked_outside_is_refused(tmp_path: Path, repo: Path):
+    top, _secret = checkout(tmp_path, {"top.yaml": VALID + "repos: [evil]\n"})
+    outside_repo = tmp_path / "outside" / "builder.repo"
+    outside_repo.write_text(f"[evil]\nbaseurl={repo.as_uri()}\n")
+    (top.parent / "evil.repo").symlink_to(outside_repo)
+    tf = load_treefile(top, "x86_64")
+    with pytest.raises(TreefileError) as info:
+        resolve_repos(tf)
+    assert_escape(info.value, top, "repos", "evil.repo", outside_repo, top.parent)
+
+
+def test_top_level_treefile_must_be_inside_the_root(tmp_path: Path):
+    top, _secret = checkout(tmp_path, {"top.yaml": VALID})
+    with pytest.raises(TreefileError) as info:
+        load_treefile(top, "x86_64", root=tmp_path / "outside")
+    error = info.value
+    assert error.path == str(top) and error.expected == f"a path inside {tmp_path / 'outside'}"
+    # A top-level symlink to a file elsewhere is outside its own directory too.
+    link = tmp_path / "outside" / "link.yaml"
+    link.symlink_to(top)
+    with pytest.raises(TreefileError, match="resolves to"):
+        load_treefile(link, "x86_64")
+    with pytest.raises(TreefileError, match="an existing directory as the source root"):
+        load_treefile(top, "x86_64", root=tmp_path / "absent")
+
+
+def test_include_above_the_treefile_is_allowed_inside_the_root(tmp_path: Path):
+    """A checkout with hosts/x.yaml including common/base.yaml: fine with the checkout as
+    root (relative or absolute name, or through a symlink inside it), refused with the
+    default root (hosts/)."""
+    root = tmp_path / "checkout"
+    write_tree(
+        root,
+        {
+            "common/base.yaml": VALID + "add-files: [[files/motd, /usr/etc/motd]]\n",
+            "common/files/motd": "hello\n",
+            "hosts/x.yaml": "include: ../common/base.yaml\nunits: [x.service]\n",
+            "hosts/y.yaml": f"include: {root}/common/base.yaml\n",
+            "hosts/z.yaml": "include: linked.yaml\n",
+            "common/plain.yaml": VALID,
+        },
+    )
+    (root / "hosts/linked.yaml").symlink_to(root / "common/plain.yaml")
+    x = load_treefile(root / "hosts/x.yaml", "x86_64", root=root)
+    assert x.ref == "test/x86_64/host" and x.data["units"] == ["x.service"]
+    assert x.externals["add-files"] == [root / "hosts/../common/files/motd"]
+    assert x.data["add-files"] == [["../common/files/motd", "/usr/etc/motd"]]
+    assert x.root == root.resolve()
+    for name in ("y.yaml", "z.yaml"):
+        assert load_treefile(root / "hosts" / name, "x86_64", root=root).ref == x.ref
+    error = expect_error(root / "hosts/x.yaml")
+    assert_escape(error, root / "hosts/x.yaml", "include", "../common/base.yaml",
+                  root / "common/base.yaml", root / "hosts")

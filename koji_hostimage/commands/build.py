@@ -17,6 +17,8 @@ from koji_hostimage.manifest import Source
 from koji_hostimage.pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
 
 HELP = "build a host image: compose, export, OCI archive and hostimage.json"
+SOURCE_ROOT_HELP = ("every file the treefile names must be inside DIR (default: the "
+                    "treefile's directory)")
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-repo", type=Path, metavar="DIR",
                         help="bare-user repo kept between builds (unchanged inputs then "
                         "build nothing)")
+    parser.add_argument("--source-root", type=Path, metavar="DIR",
+                        help=SOURCE_ROOT_HELP)
     parser.add_argument("--scm-url", help="source URL recorded in the manifest and labels")
     parser.add_argument("--scm-revision", help="source revision recorded likewise")
     parser.add_argument("--force-nocache", action="store_true",
@@ -93,6 +97,7 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         source=Source(args.scm_url, args.scm_revision, str(args.treefile)),
         work_repo=args.work_repo,
         force_nocache=args.force_nocache,
+        source_root=args.source_root,
     )
 
 

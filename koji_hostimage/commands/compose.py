@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="commit version (default: from automatic-version-prefix)")
     parser.add_argument("--extra-repo", action="append", default=[], metavar="URL",
                         help="extra RPM repo baseurl or path (repeatable)")
+    parser.add_argument("--source-root", type=Path, metavar="DIR",
+                        help="every file the treefile names must be inside DIR (default: "
+                        "the treefile's directory)")
     parser.add_argument("--parent", help="commit to record as parent (default: the ref's)")
     parser.add_argument("--force-nocache", action="store_true",
                         help="commit even when the input hash is unchanged")
@@ -47,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     log.info("compose: loading %s for %s", args.treefile, args.arch)
-    treefile = load_treefile(args.treefile, args.arch)
+    treefile = load_treefile(args.treefile, args.arch, root=args.source_root)
     engine = get_engine(args.engine)
     log.info("compose: %s with the %s engine into %s", treefile.ref, engine.name, args.repo)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="koji-hostimage-compose-"))

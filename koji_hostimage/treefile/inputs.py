@@ -18,7 +18,7 @@ from typing import Any
 from koji_hostimage.errors import TreefileError
 from koji_hostimage.fsutil import write_atomic
 
-from .load import Treefile, relative_to
+from .load import CHECK_FILE_KEYS, Treefile, relative_to
 from .repos import RepoSource, repo_metadata_checksum, write_repo_file
 
 
@@ -66,7 +66,8 @@ def flatten_for_rpm_ostree(
 
     rpm-ostree then sees exactly what we hashed, including the extra repos Koji or pungi
     gave: ``repos`` lists every repo id, and the repo file sits beside the treefile, where
-    rpm-ostree looks. External files (postprocess script, add-files) are copied in.
+    rpm-ostree looks. External files (postprocess script, add-files, check-passwd and
+    check-groups files) are copied in: rpm-ostree joins their names onto this directory.
     Returns the treefile's path.
     """
     dest_dir = Path(dest_dir)
@@ -87,6 +88,11 @@ def flatten_for_rpm_ostree(
             name = f"{index}-{src.name}"
             shutil.copy2(src, files_dir / name)
             data["add-files"][index][0] = f"add-files/{name}"
+    for key in CHECK_FILE_KEYS:
+        source = treefile.externals.get(key)
+        if source is not None:
+            shutil.copy2(source, dest_dir / key)
+            data[key] = {**data[key], "filename": key}
     write_repo_file(repos, dest_dir / FLAT_REPO_FILE_NAME, inner_path=inner_path)
     target = dest_dir / FLAT_TREEFILE_NAME
     write_atomic(target, json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")

@@ -19,6 +19,15 @@ The semantics follow rpm-ostree's own loader (coreos/rpm-ostree ``rust/src/treef
   tree is merged (we expand them in every string value; unknown ``${vars}`` stay as they are).
 
 Unknown keys pass through untouched (rpm-ostree knows more keys than we do).
+
+Every file a treefile names is confined to a source root (the SCM checkout in Koji; by
+default the top-level treefile's directory): the top-level file, ``include``,
+``arch-include``, ``postprocess-script``, ``add-files`` sources and ``check-passwd`` /
+``check-groups`` of ``type: file`` must resolve, symlinks followed, inside it. rpm-ostree
+itself joins each name onto the naming file's directory (``Path::join`` in
+``treefile_parse_recurse``, ``with_file_name`` in ``treefile_parse``, ``load_passwd_file``),
+so an absolute name or ``../`` reads anything on the builder; we refuse those before
+opening them, so builder files cannot end up in a published image.
 """
 
 from __future__ import annotations
@@ -72,6 +81,9 @@ MAP_FIELDS = frozenset({"add-commit-metadata", "variables", "metadata", "repovar
 
 _STRING_LIST_KEYS = ("packages", "repos", "exclude-packages", "units")
 _STRING_KEYS = ("automatic-version-prefix", "default-target", "postprocess-script")
+# rpm-ostree's CheckPasswd / CheckGroups: with ``type: file`` they name a file
+# (``CheckFile.filename``) that ``treefile_parse`` opens via ``load_passwd_file``.
+CHECK_FILE_KEYS = ("check-passwd", "check-groups")
 
 _VAR_RE = re.compile(r"\$\{(basearch|releasever)\}")
 
@@ -82,9 +94,12 @@ class Treefile:
     basearch: str
     data: dict[str, Any]  # fully resolved (includes merged, arch keys folded, vars expanded)
     files: list[Path] = field(default_factory=list)  # every file read, top-level first
-    # External files by the key that names them: "postprocess-script" -> absolute path;
-    # "add-files" -> list of absolute source paths, in the order of data["add-files"].
+    # External files by the key that names them: "postprocess-script", "check-passwd",
+    # "check-groups" -> absolute path; "add-files" -> list of absolute source paths, in the
+    # order of data["add-files"].
     externals: dict[str, Any] = field(default_factory=dict)
+    # Every file read must resolve inside this directory (resolved); None: the directory.
+    root: Path | None = None
 
     @property
     def ref(self) -> str:
@@ -103,6 +118,10 @@ class Treefile:
         return self.path.parent
 
     @property
+    def source_root(self) -> Path:
+        return self.root if self.root is not None else self.directory.resolve()
+
+    @property
     def postprocess_script(self) -> Path | None:
         return self.externals.get("postprocess-script")
 
@@ -118,15 +137,24 @@ class _Parsed:
     data: dict[str, Any]
     postprocess_script: Path | None = None
     add_files: list[Path] = field(default_factory=list)
+    checks: dict[str, Path] = field(default_factory=dict)  # check-passwd/-groups files
 
 
-def load_treefile(path: Path, basearch: str) -> Treefile:
-    """Load ``path`` for ``basearch``: includes merged, arch keys folded, vars expanded."""
+def load_treefile(path: Path, basearch: str, root: Path | None = None) -> Treefile:
+    """Load ``path`` for ``basearch``: includes merged, arch keys folded, vars expanded.
+
+    Every file it names must resolve inside ``root`` (default: the directory of ``path``),
+    ``path`` itself included; see the module docstring.
+    """
     path = Path(path).absolute()
     if basearch not in KNOWN_ARCHES:
         raise TreefileError(path, None, f"a basearch among {', '.join(KNOWN_ARCHES)}", basearch)
+    source_root = _source_root(path, root)
+    confine(source_root, path, None, path, path)
     files: list[Path] = []
-    parsed = _parse_recursive(path, basearch, chain=[], seen={path.resolve()}, files=files)
+    parsed = _parse_recursive(
+        path, basearch, source_root, chain=[], seen={path.resolve()}, files=files
+    )
     data = parsed.data
     _validate_merged(path, data)
     data["packages"] = sorted(set(data["packages"]))  # a set in rpm-ostree (BTreeSet)
@@ -145,15 +173,50 @@ def load_treefile(path: Path, basearch: str) -> Treefile:
             [relative_to(src, path.parent), pair[1]]
             for src, pair in zip(parsed.add_files, data["add-files"], strict=True)
         ]
+    for key in CHECK_FILE_KEYS:
+        source = parsed.checks.get(key)
+        if source is not None and _names_check_file(data.get(key)):
+            externals[key] = source
+            files.append(source)
+            data[key] = {**data[key], "filename": relative_to(source, path.parent)}
     log.debug("loaded treefile %s for %s from %d file(s)", path, basearch, len(files))
-    return Treefile(path=path, basearch=basearch, data=data, files=files, externals=externals)
+    return Treefile(path=path, basearch=basearch, data=data, files=files, externals=externals,
+                    root=source_root)
+
+
+def _source_root(path: Path, root: Path | None) -> Path:
+    if root is None:
+        return path.parent.resolve()
+    resolved = Path(root).resolve()
+    if not resolved.is_dir():
+        raise TreefileError(root, None, "an existing directory as the source root",
+                            f"{resolved} (no such directory)")
+    return resolved
+
+
+def confine(root: Path, referrer: Path, key: str | None, name: str | Path, target: Path) -> None:
+    """Refuse ``target`` unless it resolves, symlinks followed, inside ``root``.
+
+    ``referrer`` is the file naming it under ``key``, as ``name``. Nothing is opened here;
+    callers check before they read. rpm-ostree has no such check (its ``utils::open_file``
+    opens whatever ``Path::join`` gives), so this is ours.
+    """
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+        raise TreefileError(referrer, key, f"a path inside {root}", f"{str(name)!r}: {exc}"
+                            ) from None
+    if not resolved.is_relative_to(root):
+        raise TreefileError(referrer, key, f"a path inside {root}",
+                            f"{str(name)!r} (resolves to {resolved})")
 
 
 def _parse_recursive(
-    path: Path, basearch: str, chain: list[Path], seen: set[Path], files: list[Path]
+    path: Path, basearch: str, root: Path, chain: list[Path], seen: set[Path],
+    files: list[Path]
 ) -> _Parsed:
     """rpm-ostree's ``treefile_parse_recurse``: includes first, then arch-include."""
-    parsed = _parse_file(path, basearch)
+    parsed = _parse_file(path, basearch, root)
     files.append(path)
     includes = [
         ("include", name)
@@ -165,14 +228,15 @@ def _parse_recursive(
     ]
     here = [*chain, path]
     for key, name in includes:
-        target = (path.parent / name).absolute()
+        target = (path.parent / name).absolute()  # Path::join: an absolute name wins
+        confine(root, path, key, name, target)
         _check_include(path, key, target, here, seen)
         if len(here) >= INCLUDE_MAXDEPTH:
             raise TreefileError(
                 path, key, f"at most {INCLUDE_MAXDEPTH} levels of includes", f"{len(here)} levels"
             )
         seen.add(target.resolve())
-        included = _parse_recursive(target, basearch, here, seen, files)
+        included = _parse_recursive(target, basearch, root, here, seen, files)
         _merge(parsed, included)
     return parsed
 
@@ -195,7 +259,7 @@ def _check_include(
         raise TreefileError(includer, key, "an existing treefile", f"{target} (no such file)")
 
 
-def _parse_file(path: Path, basearch: str) -> _Parsed:
+def _parse_file(path: Path, basearch: str, root: Path) -> _Parsed:
     """rpm-ostree's ``treefile_parse``: one file, its arch packages and external files."""
     data = _read_document(path)
     _validate_file(path, data)
@@ -204,18 +268,37 @@ def _parse_file(path: Path, basearch: str) -> _Parsed:
     script = data.get("postprocess-script")
     if script is not None:
         parsed.postprocess_script = _external_file(
-            path, "postprocess-script", script, "an existing file relative to the treefile"
+            path, "postprocess-script", script, "an existing file relative to the treefile", root
         )
     parsed.add_files = [
-        _external_file(path, "add-files", src, "source files that exist relative to the treefile")
+        _external_file(
+            path, "add-files", src, "source files that exist relative to the treefile", root
+        )
         for src, _dest in data.get("add-files", [])
     ]
+    for key in CHECK_FILE_KEYS:
+        if _names_check_file(data.get(key)):
+            parsed.checks[key] = _external_file(
+                path, key, data[key]["filename"], "an existing file relative to the treefile",
+                root,
+            )
     return parsed
 
 
-def _external_file(treefile: Path, key: str, name: str, expected: str) -> Path:
-    """``name`` relative to ``treefile``'s directory, as an absolute path to an existing file."""
+def _names_check_file(value: Any) -> bool:
+    """``check-passwd`` / ``check-groups`` of rpm-ostree's ``type: file`` variant."""
+    return isinstance(value, dict) and value.get("type") == "file"
+
+
+def _external_file(treefile: Path, key: str, name: str, expected: str, root: Path) -> Path:
+    """``name`` relative to ``treefile``'s directory, as an absolute path to an existing file.
+
+    rpm-ostree's ``treefile_parse`` opens ``filename.with_file_name(name)`` (and
+    ``load_passwd_file`` ``basedir.join(name)``): an absolute ``name`` replaces the
+    directory. The result must resolve inside ``root``, checked before anything is opened.
+    """
     target = (treefile.parent / name).absolute()
+    confine(root, treefile, key, name, target)
     if not target.is_file():
         raise TreefileError(treefile, key, expected, f"{target} (no such file)")
     return target
@@ -374,6 +457,24 @@ def _validate_file(path: Path, data: dict[str, Any]) -> None:
             f"one of {', '.join(BOOT_LOCATIONS)}",
             _describe(data["boot-location"]),
         )
+    for index, item in enumerate(data.get("conditional-include") or []):
+        # We do not resolve conditional-include; rpm-ostree would, reading the names it
+        # lists relative to our flattened copy (treefile_parse_recurse), unconfined.
+        named = item.get("include") if isinstance(item, dict) else None
+        if isinstance(named, (str, list)):
+            raise TreefileError(
+                path, f"conditional-include[{index}].include",
+                "an inline treefile (files named here would not be confined to the source "
+                "root; use include or arch-include)", _describe(named),
+            )
+    for key in CHECK_FILE_KEYS:
+        value = data.get(key)
+        if _names_check_file(value) and not (
+            isinstance(value.get("filename"), str) and value["filename"]
+        ):
+            raise TreefileError(
+                path, f"{key}.filename", "a non-empty string", _describe(value.get("filename"))
+            )
     if "add-files" in data:
         value = data["add-files"]
         if not isinstance(value, list) or not all(
@@ -439,6 +540,9 @@ def _merge(dest: _Parsed, src: _Parsed) -> None:
     if dest.postprocess_script is None:
         dest.postprocess_script = src.postprocess_script
     dest.add_files = src.add_files + dest.add_files
+    # treefile_merge_externals: passwd/group are basic values, the includer's wins.
+    for key, source in src.checks.items():
+        dest.checks.setdefault(key, source)
 
 
 def _is_string_list(value: Any) -> bool:

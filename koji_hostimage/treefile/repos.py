@@ -4,7 +4,9 @@
 The rpm-md repos named in ``repos`` are looked up in ``*.repo`` files in the top-level
 treefile's directory: rpm-ostree's ``install_packages`` (rpmostree-compose-builtins.cxx)
 calls ``dnf_context_set_repo_dir`` with the treefile's directory. Koji and pungi add
-extra repos (baseurls or local paths) after those.
+extra repos (baseurls or local paths) after those. Like every file a treefile names, the
+``.repo`` files must resolve inside the treefile's source root (``load.confine``): a
+``.repo`` symlink pointing elsewhere on the builder is refused before it is read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import unquote, urlparse
 from koji_hostimage.errors import TreefileError
 from koji_hostimage.fsutil import write_atomic
 
-from .load import Treefile, variables
+from .load import Treefile, confine, variables
 
 _DNF_VAR_RE = re.compile(r"\$(?:\{(basearch|releasever)\}|(basearch|releasever)\b)")
 
@@ -68,6 +70,7 @@ def _read_repo_files(treefile: Treefile) -> dict[str, RepoSource]:
     substitutions = variables(treefile.basearch, treefile.data)
     defined: dict[str, RepoSource] = {}
     for repo_file in sorted(treefile.directory.glob("*.repo")):
+        confine(treefile.source_root, treefile.path, "repos", repo_file.name, repo_file)
         parser = configparser.ConfigParser(interpolation=None, strict=True)
         try:
             parser.read_string(repo_file.read_text(encoding="utf-8"), source=str(repo_file))
