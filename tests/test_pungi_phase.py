@@ -12,14 +12,19 @@ koji.PathInfo are the real libraries.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+import io
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
+from packaging.requirements import Requirement
+from setuptools.config.setupcfg import read_configuration
 
 sys.path.insert(0, str(Path(__file__).parent / "pungi_standin"))
 
@@ -27,15 +32,20 @@ import koji  # noqa: E402
 import productmd.images  # noqa: E402
 import pungi.checks  # noqa: E402
 import pungi.phases  # noqa: E402
+import pungi.util  # noqa: E402
 from fake_kojihub import FakeKojiHub  # noqa: E402
 from pungi.compose import Compose  # noqa: E402
 from pungi.phases.image_checksum import ImageChecksumPhase  # noqa: E402
+from pungi.scripts import config_validate  # noqa: E402
 from pungi.wrappers import kojiwrapper  # noqa: E402
 
 from koji_hostimage.pungi import entry as pungi_entry  # noqa: E402
 from koji_hostimage.pungi import schema as pungi_schema
 from koji_hostimage.pungi.phase import HostImagePhase  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO_ROOT / "conf/pungi/hostimage.conf"
+OVERRIDE_SCHEMA = REPO_ROOT / "conf/pungi/hostimage-schema.json"
 SCM_URL = "git+https://example.com/os-config.git#main"
 VARIANTS = {"CoreOS": ["x86_64", "aarch64"], "Everything": ["x86_64", "aarch64", "ppc64le"]}
 
@@ -51,6 +61,8 @@ def base_config(topdir: Path, compose_dir: Path | None = None, **extra) -> dict:
         "release_version": "42",
         "variants_file": str(variants_file),
         "koji_profile": "test",
+        "pkgset_source": "koji",
+        "gather_method": "hybrid",
         "translate_paths": [[str(compose_dir / "compose"), "https://composes.example.com/c"]],
         "hostimage_target": "f42-hostimage",
     }
@@ -187,6 +199,81 @@ def test_extend_schema_accepts_hostimage_in_skip_phases():
     assert schema["properties"]["hostimage"]["patternProperties"][".+"]["anyOf"]
 
 
+def test_use_buildroot_repo_options_are_validated(tmp_path):
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [design_block(use_buildroot_repo=True)]})
+    assert list(merged_validator().iter_errors(conf)) == []
+    conf["hostimage"]["^CoreOS$"][0]["use_buildroot_repo"] = "yes"
+    conf["hostimage_use_buildroot_repo"] = 1
+    errors = list(merged_validator().iter_errors(conf))
+    messages = [e.message for e in errors] + [s.message for e in errors for s in e.context]
+    assert "1 is not of type 'boolean'" in messages
+    assert "'yes' is not of type 'boolean'" in messages  # under the block's anyOf
+
+    # pungi fills the phase-wide default in, as for its own <phase>_<option> settings.
+    conf = base_config(tmp_path, hostimage={"^CoreOS$": [design_block()]})
+    schema = pungi_schema.extend_schema(pungi.checks.make_schema())
+    assert pungi.checks.validate(conf, schema=schema) == ([], [])
+    assert conf["hostimage_use_buildroot_repo"] is False
+
+
+# -- pungi-config-validate --schema-override ----------------------------------------------
+
+
+def test_override_schema_file_is_generated_from_the_module():
+    """conf/pungi/hostimage-schema.json is `python -m koji_hostimage.pungi.schema`."""
+    out = io.StringIO()
+    pungi_schema.dump_override_schema(out)
+    assert OVERRIDE_SCHEMA.read_text() == out.getvalue()
+    assert json.loads(out.getvalue()) == {"properties": pungi_schema.schema_properties()}
+
+
+def test_override_merged_as_pungi_merges_it_equals_the_registered_schema():
+    """update_schema(make_schema(), file) is what pungi-koji-hostimage validates against,
+    except skip_phases, whose enum (a list) a leaf merge can only replace."""
+    merged = config_validate.make_final_schema([str(OVERRIDE_SCHEMA)])
+    extended = pungi_schema.extend_schema(pungi.checks.make_schema())
+    assert extended["properties"]["skip_phases"]["items"]["enum"][-1] == "hostimage"
+    extended["properties"]["skip_phases"]["items"]["enum"].pop()
+    assert merged == extended
+    # Every definition the override refers to is one pungi's own schema has.
+    refs = set(re.findall(r'"\$ref": "#/definitions/([^"]+)"', OVERRIDE_SCHEMA.read_text()))
+    assert refs and refs <= set(pungi.checks.make_schema()["definitions"])
+
+
+def test_pungi_config_validate_accepts_the_example_with_the_override(capsys):
+    argv = [str(EXAMPLE_CONFIG), "--offline", "--schema-override", str(OVERRIDE_SCHEMA)]
+    assert config_validate.main(argv) is False  # no errors: cli_main exits 0
+    assert capsys.readouterr().out == ""
+
+
+def test_pungi_config_validate_refuses_the_hostimage_keys_without_the_override(capsys):
+    with pytest.raises(SystemExit) as raised:
+        config_validate.main([str(EXAMPLE_CONFIG), "--offline"])
+    assert raised.value.code == 1
+    lines = capsys.readouterr().out.splitlines()
+    unknown = re.compile(r"WARNING: Unrecognized config option: (\w+)\.( Did you mean \w+\?)?$")
+    matches = [unknown.match(line) for line in lines]
+    assert all(matches), lines  # nothing else is wrong with the example
+    assert {m.group(1) for m in matches} == {
+        "hostimage",
+        "hostimage_target",
+        "hostimage_release",
+        "hostimage_use_buildroot_repo",
+    }
+
+
+def test_pungi_config_validate_checks_the_blocks_with_the_override(tmp_path, capsys):
+    config = tmp_path / "compose.conf"
+    text = EXAMPLE_CONFIG.read_text().replace('"engine": "dnf"', '"engine": "docker"')
+    config.write_text(text)
+    with pytest.raises(SystemExit) as raised:
+        config_validate.main([str(config), "--offline", "--schema-override", str(OVERRIDE_SCHEMA)])
+    assert raised.value.code == 1
+    out = capsys.readouterr().out
+    assert "Failed validation in hostimage.^Everything$: " in out
+    assert "Possible reason: 'docker' is not one of ['rpm-ostree', 'dnf']" in out
+
+
 # -- the phase: validate, task arguments, filtering ---------------------------------------
 
 
@@ -205,6 +292,72 @@ def test_validate_requires_a_target_and_known_failable_arches(make_compose):
     compose.conf["global_target"] = "f42-global"
     compose.conf["hostimage"]["^CoreOS$"][0]["failable"] = ["*"]
     HostImagePhase(compose).validate()  # a global target and "*" are fine
+
+
+def test_validate_requires_translate_paths_for_compose_repos_even_when_failable(make_compose):
+    """A compose path handed to Koji is a config error before anything runs, also for a
+    block whose failure would not fail the compose."""
+    compose = make_compose({"^CoreOS$": [design_block(failable=["*"])]}, translate_paths=[])
+    with pytest.raises(ValueError) as raised:
+        HostImagePhase(compose).validate()
+    repos = ", ".join(
+        f"{compose.topdir}/compose/{uid}/$arch/os" for uid in ("Everything", "CoreOS")
+    )
+    assert str(raised.value).splitlines() == [
+        f"hostimage['^CoreOS$'][0]: variant CoreOS: repo {repos} is a local path, which"
+        " Koji builders cannot read: 'translate_paths' maps no prefix of it to a URL;"
+        " expected a (path prefix, URL) pair there, e.g. translate_paths ="
+        f" [({os.path.dirname(compose.topdir)!r}, 'https://<server>/<path>')]"
+    ]
+
+
+def test_validate_requires_translate_paths_only_for_blocks_that_need_it(make_compose):
+    url = "https://mirror.example.com/extras/$arch/"
+    compose = make_compose(
+        {
+            "^CoreOS$": [design_block(repo=url)],  # an empty variant: no repo of its own
+            "^Everything$": [design_block(arches=["s390x"], failable=[])],  # never built
+            "^Nothing$": [design_block(repo="/srv/local/repo")],  # matches no variant
+        },
+        translate_paths=[],
+    )
+    compose.variants["CoreOS"].is_empty = True
+    HostImagePhase(compose).validate()
+
+    compose.conf["hostimage"]["^CoreOS$"][0]["repo"] = [url, "/srv/local/repo", "Missing"]
+    with pytest.raises(ValueError) as raised:
+        HostImagePhase(compose).validate()
+    assert str(raised.value).splitlines() == [
+        "hostimage['^CoreOS$'][0]: variant CoreOS: 'repo': There is no variant Missing"
+        " to get repo from."
+    ]
+    compose.conf["hostimage"]["^CoreOS$"][0]["repo"] = [url, "/srv/local/repo"]
+    with pytest.raises(ValueError, match=r"variant CoreOS: repo /srv/local/repo is a local"):
+        HostImagePhase(compose).validate()
+    compose.conf["translate_paths"] = [["/srv/local", "https://local.example.com/"]]
+    HostImagePhase(compose).validate()
+
+
+@pytest.mark.parametrize(
+    ("block", "phase_default", "expected"),
+    [
+        ({}, None, None),  # off by default: the compose's repos replace the tag's
+        ({"use_buildroot_repo": True}, None, True),
+        ({}, True, True),  # hostimage_use_buildroot_repo: the default for every block
+        ({"use_buildroot_repo": False}, True, None),  # the block's own setting wins
+        ({}, False, None),
+    ],
+)
+def test_use_buildroot_repo_in_opts_only_when_true(
+    make_compose, hub, block, phase_default, expected
+):
+    extra = {} if phase_default is None else {"hostimage_use_buildroot_repo": phase_default}
+    compose = make_compose({"^CoreOS$": [design_block(**block)]}, **extra)
+    run_phase(compose)
+    [(_, _, _, _, opts)] = hub.calls
+    assert opts.get("use_buildroot_repo") is expected
+    repo = "https://composes.example.com/c/{}/$arch/os"
+    assert opts["repo"] == [repo.format("Everything"), repo.format("CoreOS")]
 
 
 def test_task_arguments_per_variant_and_arch(make_compose, hub):
@@ -322,7 +475,7 @@ def test_images_linked_added_and_serialised(make_compose, hub, tmp_path):
         assert image.size == path.stat().st_size
         assert image.mtime == int(path.stat().st_mtime)
         assert (image.disc_number, image.disc_count) == (1, 1)
-        assert list(image.checksums) == ["sha256"]
+        assert sorted(image.checksums) == ["md5", "sha1", "sha256"]  # pungi's default
     [in_memory] = compose.im.images["CoreOS"]["aarch64"]
     assert (in_memory.deliverable, in_memory.can_fail) == ("hostimage", True)
 
@@ -460,6 +613,29 @@ def test_entry_rejects_block_without_target(tmp_path, hub, registered):
     assert (tmp_path / "out" / "STATUS").read_text() == "DOOMED\n"
 
 
+def test_entry_refuses_untranslated_repos_before_any_phase_runs(
+    tmp_path, hub, registered, caplog
+):
+    """Validated once the variants are read, where pungi-koji validates its own phases:
+    the compose stops before any phase runs, even though the block may fail."""
+    config = write_pungi_config(tmp_path, translate_paths=[])
+    text = config.read_text().replace("'failable': ['aarch64']", "'failable': ['*']")
+    config.write_text(text)
+    with pytest.raises(RuntimeError, match="Configuration is not valid"):
+        with caplog.at_level(logging.ERROR):
+            run_entry(tmp_path, config=config)
+    assert hub.calls == []
+    out = tmp_path / "out"
+    assert (out / "STATUS").read_text() == "DOOMED\n"
+    assert not (out / "compose" / "metadata" / "composeinfo.json").exists()
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith(
+        f"HOSTIMAGE: {config}: hostimage['^CoreOS$'][0]: variant CoreOS: repo {out}/compose/"
+    )
+    expected = f"a (path prefix, URL) pair there, e.g. translate_paths = [({str(tmp_path)!r},"
+    assert expected in error
+
+
 def test_entry_without_pungi_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "pungi.scripts", None)
     with pytest.raises(pungi_entry.PungiMissingError, match="pungi is not installed"):
@@ -468,15 +644,9 @@ def test_entry_without_pungi_says_so(monkeypatch):
 
 def test_example_compose_config_is_valid(tmp_path, make_compose, hub):
     """conf/pungi/hostimage.conf: its hostimage options validate and build as documented."""
-    import kobo.conf
-
-    example = kobo.conf.PyConfigParser()
-    example.load_from_file(str(Path(__file__).parents[1] / "conf/pungi/hostimage.conf"))
-    validator = merged_validator()
-    known = set(validator.schema["properties"])
-    conf = {key: value for key, value in example.items() if key in known}
-    conf["translate_paths"] = [list(pair) for pair in conf["translate_paths"]]
-    assert list(validator.iter_errors(conf)) == []
+    example = pungi.util.load_config(str(EXAMPLE_CONFIG))
+    schema = pungi_schema.extend_schema(pungi.checks.make_schema())
+    assert pungi.checks.validate(example, offline=True, schema=schema) == ([], [])
 
     compose = make_compose(example["hostimage"], hostimage_release=None)
     HostImagePhase(compose).validate()
@@ -488,3 +658,23 @@ def test_example_compose_config_is_valid(tmp_path, make_compose, hub):
     assert hub.calls[0][4]["delta_from"] == 2
     assert hub.calls[0][4]["release"] == "20260101.0"
     assert hub.calls[1][4]["base_image"] == "docker://quay.io/fedora/fedora-minimal:42"
+
+
+# -- dependencies -------------------------------------------------------------------------
+
+
+def test_productmd_requirement_knows_ociarchive():
+    """images.json records the archives as type and format "ociarchive": productmd
+    validates both against SUPPORTED_IMAGE_TYPES / FORMATS, which have it from 1.38."""
+    install_requires = read_configuration(str(REPO_ROOT / "setup.cfg"))["options"][
+        "install_requires"
+    ]
+    [productmd_req] = [
+        Requirement(req) for req in install_requires if Requirement(req).name == "productmd"
+    ]
+    assert "1.37" not in productmd_req.specifier
+    assert "1.38" in productmd_req.specifier
+    installed = importlib.metadata.version("productmd")
+    assert installed in productmd_req.specifier
+    assert "ociarchive" in productmd.images.SUPPORTED_IMAGE_TYPES
+    assert "ociarchive" in productmd.images.SUPPORTED_IMAGE_FORMATS

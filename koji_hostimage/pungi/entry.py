@@ -14,8 +14,9 @@ kill) with the same arguments:
   ``skip_phases = ["hostimage"]`` are accepted.
 - ``pungi.checks.make_schema`` returns the schema extended by ``schema.py``:
   ``pungi.checks.validate`` checks the hostimage options with everything else.
-- ``pungi_koji.run_compose`` validates the phase (a Koji target for every block) before
-  the original runs, as ``run_compose`` validates its own phases, failing the same way.
+- ``pungi_koji.run_compose`` validates the phase where it validates its own: right
+  after ``compose.read_variants()`` (the phase checks its blocks against the variants)
+  and before any phase runs, failing the same way ("Configuration is not valid").
 - ``pungi.phases.WeaverPhase``: the weaver that runs the image phases in parallel (the
   one whose schema holds the osbuild / image-build phase) gets the hostimage phase as
   one more parallel pipeline, so it runs beside them and before image_checksum.
@@ -136,18 +137,35 @@ def _with_hostimage_schema(make_schema: Callable[[], dict]) -> Callable[[], dict
 
 
 def _validating(run_compose: Callable[..., Any]) -> Callable[..., Any]:
+    """``run_compose`` (pungi 4.3.6 ``pungi/scripts/pungi_koji.py``) calls
+    ``compose.read_variants()`` once, then ``validate()`` on each of its phases before it
+    starts any: the hostimage phase is validated at the end of that same call."""
+
     def run_compose_with_hostimage(compose: Any, *args: Any, **kwargs: Any) -> Any:
         phase = phase_for(compose)
         if not phase.skip():
-            try:
-                phase.validate()
-            except ValueError as exc:
-                for line in str(exc).splitlines():
-                    compose.log_error(f"{phase.name.upper()}: {line}")
-                raise RuntimeError("Configuration is not valid") from exc
-        return run_compose(compose, *args, **kwargs)
+            compose.read_variants = _then_validate(compose.read_variants, compose, phase)
+        try:
+            return run_compose(compose, *args, **kwargs)
+        finally:
+            vars(compose).pop("read_variants", None)  # the class's own method again
 
     return run_compose_with_hostimage
+
+
+def _then_validate(read_variants: Callable[..., Any], compose: Any, phase: Any) -> Callable:
+    def read_variants_then_validate(*args: Any, **kwargs: Any) -> Any:
+        result = read_variants(*args, **kwargs)
+        try:
+            phase.validate()
+        except ValueError as exc:
+            # As run_compose reports its phases' errors: one line each, phase first.
+            for line in str(exc).splitlines():
+                compose.log_error(f"{phase.name.upper()}: {line}")
+            raise RuntimeError("Configuration is not valid") from exc
+        return result
+
+    return read_variants_then_validate
 
 
 def _weaver_with_hostimage(weaver_class: type) -> type:

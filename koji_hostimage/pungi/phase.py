@@ -13,9 +13,13 @@ archive of the resulting build into the variant's image directory and adds one p
 checksums before images.json is written.
 
 Real pungi interfaces this relies on (read in pungi 4.3's source):
-- ``pungi.phases.base``: ``ConfigGuardedPhase`` (``skip``, ``get_config_block`` ->
-  ``util.get_variant_data``), ``ImageConfigMixin`` (``get_config``, ``get_version`` and
-  ``get_release``, both through ``util.version_generator``), ``PhaseLoggerMixin``.
+- ``pungi.phases.base``: ``PhaseBase.validate`` (a no-op that phases override; pungi-koji
+  calls it on every phase after reading the variants and before running any),
+  ``ConfigGuardedPhase`` (``skip``, ``get_config_block`` -> ``util.get_variant_data``),
+  ``ImageConfigMixin`` (``get_config``: the block's key, else ``hostimage_<key>``, else
+  ``global_<key>``, which is how phase-wide defaults such as ``hostimage_target`` and
+  ``hostimage_use_buildroot_repo`` work; ``get_version`` and ``get_release``, both through
+  ``util.version_generator``), ``PhaseLoggerMixin``.
 - ``pungi.util``: ``failable``, ``get_repo_urls`` (variant uid -> the compose's repo
   path, through ``translate_path``), ``makedirs``, ``get_mtime``, ``get_file_size``.
 - ``pungi.wrappers.kojiwrapper.KojiWrapper``: ``login``, ``koji_proxy``,
@@ -113,7 +117,16 @@ class HostImagePhase(base.PhaseLoggerMixin, base.ImageConfigMixin, base.ConfigGu
         self.pool = ThreadPool(logger=self.logger)
 
     def validate(self) -> None:
-        """Check what the schema cannot: every block resolves a Koji target."""
+        """Check what the schema cannot, before any phase runs.
+
+        pungi-koji (``run_compose``) reads the variants, then calls ``validate()`` on
+        every phase it is going to run, and only then starts the first one; a
+        ``ValueError`` here stops the compose with "Configuration is not valid". So the
+        blocks are checked against the variants they will build for: every block
+        resolves a Koji target, its ``failable`` arches are among its ``arches``, and
+        every repo it hands the builders is a URL (``translate_paths``), also for blocks
+        whose failure would not fail the compose.
+        """
         errors = []
         try:
             super().validate()
@@ -121,7 +134,7 @@ class HostImagePhase(base.PhaseLoggerMixin, base.ImageConfigMixin, base.ConfigGu
             errors = str(exc).splitlines()
         for pattern, blocks in sorted(self.compose.conf.get(self.name, {}).items()):
             for index, block in enumerate(shortcuts.force_list(blocks)):
-                where = f"{self.name}[{pattern!r}][{index}]"
+                where = self._where(pattern, index)
                 if not self.get_config(block, "target"):
                     errors.append(
                         f"{where}: no Koji target: set 'target' in the block, or"
@@ -133,8 +146,42 @@ class HostImagePhase(base.PhaseLoggerMixin, base.ImageConfigMixin, base.ConfigGu
                         f"{where}: 'failable' names arches not in 'arches'"
                         f" ({', '.join(block['arches'])}): {', '.join(unknown)}"
                     )
+        errors.extend(self._repo_errors())
         if errors:
             raise ValueError("\n".join(errors))
+
+    def _where(self, pattern: str, index: int) -> str:
+        """A block as the config file spells it, after the file's name when known."""
+        where = f"{self.name}[{pattern!r}][{index}]"
+        files = getattr(self.compose.conf, "opened_files", None)
+        return f"{files[0]}: {where}" if files else where
+
+    def _repo_errors(self) -> list[str]:
+        """The blocks ``run()`` will start whose repos are not all URLs.
+
+        Only those blocks need ``translate_paths``: a variant uid (named in ``repo``, or
+        the variant's own repo, added unless the variant is empty) or an absolute path
+        is a directory of this compose, which Koji builders can only fetch by URL.
+        """
+        errors = []
+        for variant in self.compose.get_variants():
+            arches = {arch for arch in variant.arches if arch != "src"}
+            for pattern, blocks in sorted(self.compose.conf.get(self.name, {}).items()):
+                # pungi's own matching of a variant uid regex, one pattern at a time.
+                matched = util.get_variant_data({self.name: {pattern: blocks}}, self.name, variant)
+                for index, block in enumerate(matched):
+                    if not self._get_arches(block, arches):
+                        continue  # run() skips it: no arch in common
+                    where = f"{self._where(pattern, index)}: variant {variant.uid}"
+                    try:
+                        urls = self._get_repo_urls(block, variant)
+                    except RuntimeError as exc:  # util.get_repo_url: no such variant
+                        errors.append(f"{where}: 'repo': {exc}")
+                        continue
+                    local = [url for url in urls if "://" not in url]
+                    if local:
+                        errors.append(f"{where}: {_local_repo_message(self.compose, local)}")
+        return errors
 
     def run(self) -> None:
         for variant in self.compose.get_variants():
@@ -163,24 +210,24 @@ class HostImagePhase(base.PhaseLoggerMixin, base.ImageConfigMixin, base.ConfigGu
             return list(build_arches)
         return sorted(set(failable) & set(build_arches))
 
-    def _get_repo(self, image_conf: dict[str, Any], variant: Any) -> list[str]:
-        """Repo URLs for the builder, ``$arch`` left for it to substitute per arch.
-
-        As in the osbuild and kiwibuild phases, the variant's own repo comes last unless
-        listed already or the variant is empty. Variant uids become the compose's repo
-        paths, translated to URLs with ``translate_paths``: Koji builders cannot read
-        the compose host's disk, so anything still not a URL is a config error.
-        """
+    def _get_repo_urls(self, image_conf: dict[str, Any], variant: Any) -> list[str]:
+        """The block's repos, then the variant's own (unless listed already or the
+        variant is empty), as in the osbuild and kiwibuild phases. Variant uids become
+        the compose's repo paths, translated with ``translate_paths`` (``$arch`` left
+        for the builder to substitute per arch)."""
         repos = list(shortcuts.force_list(image_conf.get("repo", [])))
         if not variant.is_empty and variant.uid not in repos:
             repos.append(variant.uid)
-        urls = util.get_repo_urls(self.compose, repos, arch="$arch")
+        return util.get_repo_urls(self.compose, repos, arch="$arch")
+
+    def _get_repo(self, image_conf: dict[str, Any], variant: Any) -> list[str]:
+        """Repo URLs for the builder: ``validate()`` refused local paths already; this
+        is the same check for callers that run the phase without validating it."""
+        urls = self._get_repo_urls(image_conf, variant)
         local = [url for url in urls if "://" not in url]
         if local:
             raise RuntimeError(
-                f"{self.name}: variant {variant.uid}: repo {', '.join(local)} is a local"
-                " path, which Koji builders cannot"
-                " read; map the compose directory to a URL with 'translate_paths'"
+                f"{self.name}: variant {variant.uid}: {_local_repo_message(self.compose, local)}"
             )
         return urls
 
@@ -197,9 +244,14 @@ class HostImagePhase(base.PhaseLoggerMixin, base.ImageConfigMixin, base.ConfigGu
         release = self.get_release(image_conf)
         if release:
             opts["release"] = release
+        # Only the compose's repos: the builder uses them instead of the build tag's
+        # repo, unless use_buildroot_repo (block, else hostimage_use_buildroot_repo,
+        # else false) asks it to read that one too.
         repo = self._get_repo(image_conf, variant)
         if repo:
             opts["repo"] = repo
+        if self.get_config(image_conf, "use_buildroot_repo"):
+            opts["use_buildroot_repo"] = True
         for key in PASSTHROUGH_OPTS:
             if key in image_conf:
                 opts[key] = image_conf[key]
@@ -410,6 +462,16 @@ def _local_path(compose: Any, path: str) -> str:
     """Newer pungi fetches Koji files it cannot see through compose.koji_downloader."""
     downloader = getattr(compose, "koji_downloader", None)
     return downloader.get_file(path) if downloader else path
+
+
+def _local_repo_message(compose: Any, local: list[str]) -> str:
+    """Why local repo paths are refused, and the 'translate_paths' entry that fixes it."""
+    prefix = os.path.dirname(compose.topdir.rstrip("/")) or compose.topdir
+    return (
+        f"repo {', '.join(local)} is a local path, which Koji builders cannot read:"
+        " 'translate_paths' maps no prefix of it to a URL; expected a (path prefix, URL)"
+        f" pair there, e.g. translate_paths = [({prefix!r}, 'https://<server>/<path>')]"
+    )
 
 
 def _unknown_failable(block: dict[str, Any]) -> list[str]:

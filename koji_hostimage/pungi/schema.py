@@ -15,12 +15,21 @@ all its arches, which it lists itself.
 Types follow pungi's validator: ``"url"`` is a string pungi may resolve (a git URL's
 ``#HEAD`` or ``#origin/branch`` becomes the commit id, as for ``ksurl``), ``"regex"`` a
 string that must compile.
+
+For stock ``pungi-config-validate``, ``override_schema()`` is the same options as a file
+for its ``--schema-override`` (pungi 4.3.6 ``pungi/scripts/config_validate.py``
+``make_final_schema``: ``pungi.checks.make_schema()``, then each file merged in with
+``pungi.checks.update_schema``, which replaces leaf values and merges dicts key by key).
+The repo ships it as ``conf/pungi/hostimage-schema.json``; ``python -m
+koji_hostimage.pungi.schema`` prints it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import json
+import sys
+from typing import Any, TextIO
 
 PHASE_NAME = "hostimage"
 ENGINES = ["rpm-ostree", "dnf"]
@@ -52,6 +61,8 @@ def image_block_schema() -> dict[str, Any]:
             "version": {"type": "string"},
             "release": {"$ref": "#/definitions/optional_string"},
             "repo": {"$ref": "#/definitions/strings"},
+            # Read the build tag's repo too; by default the repos above replace it.
+            "use_buildroot_repo": {"type": "boolean"},
             # How the compose records it.
             "subvariant": {"type": "string"},
             # Passed to hostImageBuild as opts under the same name.
@@ -80,6 +91,8 @@ def schema_properties() -> dict[str, Any]:
         "hostimage_target": {"type": "string"},
         "hostimage_release": {"$ref": "#/definitions/optional_string"},
         "hostimage_version": {"type": "string"},
+        # The default of the blocks' use_buildroot_repo (pungi fills it in when unset).
+        "hostimage_use_buildroot_repo": {"type": "boolean", "default": False},
         PHASE_NAME: {
             "type": "object",
             "patternProperties": {
@@ -107,3 +120,26 @@ def extend_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if enum is not None and PHASE_NAME not in enum:
         skip_phases["enum"] = list(enum) + [PHASE_NAME]
     return schema
+
+
+def override_schema() -> dict[str, Any]:
+    """The file for ``pungi-config-validate --schema-override``: the hostimage options.
+
+    Only "properties": ``pungi.checks.update_schema`` merges it leaf by leaf, so
+    anything else would overwrite pungi's own values. The blocks' ``$ref``s name
+    definitions pungi's ``make_schema()`` has (``list_of_strings``, ``strings``,
+    ``optional_string``, all in pungi 4.3.6). ``skip_phases`` is left alone: its enum is
+    a list, which the merge would replace with one that misses pungi's own phases.
+    """
+    return {"properties": schema_properties()}
+
+
+def dump_override_schema(stream: TextIO) -> None:
+    """Write ``override_schema()`` as ``pungi-config-validate --dump-schema`` writes a
+    schema (``json.dump`` with ``sort_keys=True, indent=4``, then a newline)."""
+    json.dump(override_schema(), stream, sort_keys=True, indent=4)
+    stream.write("\n")
+
+
+if __name__ == "__main__":
+    dump_override_schema(sys.stdout)

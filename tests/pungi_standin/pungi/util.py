@@ -25,6 +25,18 @@ def get_file_size(path):
     return os.path.getsize(path)
 
 
+def levenshtein(a, b):
+    """Levenshtein edit distance between two strings (pungi.util.levenshtein)."""
+    previous = list(range(len(a) + 1))
+    for j in range(1, len(b) + 1):
+        current = [j] + [0] * len(a)
+        for i in range(1, len(a) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[i] = min(previous[i] + 1, current[i - 1] + 1, previous[i - 1] + cost)
+        previous = current
+    return previous[len(a)]
+
+
 def get_variant_data(conf, var_name, variant, keys=None):
     """{variant_uid_regex: value or [values]} -> the values whose regex matches."""
     result = []

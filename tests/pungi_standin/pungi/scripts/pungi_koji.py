@@ -73,6 +73,9 @@ def run_compose(
         except ValueError as ex:
             errors.extend(f"{phase.name.upper()}: {i}" for i in str(ex).splitlines())
     if errors:
+        for line in errors:
+            compose.log_error(line)
+            print(line)
         raise RuntimeError("Configuration is not valid")
 
     compose_images_phase = pungi.phases.WeaverPhase(compose, (osbuild_phase,))
