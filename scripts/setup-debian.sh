@@ -14,18 +14,8 @@ APT_PACKAGES=(
     libkrb5-dev gcc python3-dev python3-venv     # koji's requests-gssapi builds gssapi
 )
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-        || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}"
-fi
+. scripts/apt-install.sh
+apt_install_missing "${APT_PACKAGES[@]}"
 
 # A venv keeps us clear of Debian's externally-managed system Python (PEP 668).
 if [ ! -x .venv/bin/python ]; then
