@@ -26,13 +26,22 @@ MANIFEST_NAME = "hostimage.json"
 
 @dataclass(frozen=True, order=True)
 class Package:
-    """One RPM in the composed tree."""
+    """One RPM in the composed tree.
+
+    ``payloadhash`` (the header's SIGMD5, hex), ``size`` and ``buildtime`` are what
+    kojid's ``BuildRoot.getPackageList`` reads from an rpmdb and kojihub records for an
+    image's rpms; None when the list came from commit metadata that lacks them. They do
+    not take part in comparing or sorting: a package is its NEVRA.
+    """
 
     name: str
     epoch: int | None
     version: str
     release: str
     arch: str
+    payloadhash: str | None = field(default=None, compare=False)
+    size: int | None = field(default=None, compare=False)
+    buildtime: int | None = field(default=None, compare=False)
 
     @property
     def evr(self) -> str:
@@ -179,6 +188,9 @@ def _parse(data: Any, origin: str) -> HostImageManifest:
                     version=entry["version"],
                     release=entry["release"],
                     arch=entry["arch"],
+                    payloadhash=entry.get("payloadhash"),
+                    size=entry.get("size"),
+                    buildtime=entry.get("buildtime"),
                 )
             )
         except KeyError as exc:

@@ -35,7 +35,7 @@ from koji_hostimage.compose.engines import get_engine
 from koji_hostimage.compose.rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.fsutil import write_atomic
-from koji_hostimage.image.export import ExportResult, SigningKey, export_commit
+from koji_hostimage.image.export import ExportResult, SigningKey, export_commit, open_previous
 from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
 from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import CommandRunner
@@ -65,6 +65,9 @@ class BuildRequest:
     engine: str = "auto"
     extra_repos: list[str] = field(default_factory=list)  # baseurls ($arch substituted)
     previous: list[Path] = field(default_factory=list)  # earlier archives/repos: deltas
+    # The earlier build (archive or repo) whose commit this one continues from when the
+    # work repo does not have the ref yet; default: the first of ``previous``.
+    seed: Path | None = None
     delta_from_scratch: bool = False
     base_image: Path | None = None  # OCI archive whose layers go first
     sign_key: str | None = None  # GPG key id; signs commit and summary
@@ -75,6 +78,9 @@ class BuildRequest:
     work_repo: Path | None = None  # bare-user repo kept between builds (cache); optional
     runner: CommandRunner | None = None  # where the compose runs (a buildroot in Koji)
     force_nocache: bool = False
+    # Every file the treefile names must resolve inside this directory (default: the
+    # treefile's own directory); in Koji it is the SCM checkout.
+    source_root: Path | None = None
 
 
 @dataclass
@@ -119,6 +125,7 @@ def build_host_image(request: BuildRequest) -> BuildResult:
 def _build_in(request: BuildRequest, workdir: Path, started: float) -> BuildResult:
     log_path = workdir / "compose.log"
     treefile = _load(request)
+    _seed_work_repo(request, treefile, _work_repo_path(request, workdir), workdir)
     compose = _compose(request, treefile, workdir, log_path)
     if not compose.changed:
         log.info("unchanged: %s stays at %s; no archive written", compose.ref, compose.commit)
@@ -167,7 +174,7 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
 
 
 def _load(request: BuildRequest) -> Treefile:
-    treefile = load_treefile(Path(request.treefile), request.arch)
+    treefile = load_treefile(Path(request.treefile), request.arch, root=request.source_root)
     log.info("treefile %s: ref %s, %d packages", request.treefile, treefile.ref,
              len(treefile.packages))
     return treefile
@@ -175,6 +182,32 @@ def _load(request: BuildRequest) -> Treefile:
 
 def _work_repo_path(request: BuildRequest, workdir: Path) -> Path:
     return Path(request.work_repo).absolute() if request.work_repo else workdir / "work-repo"
+
+
+def _seed_work_repo(request: BuildRequest, treefile: Treefile, work_repo: Path,
+                    workdir: Path) -> None:
+    """Put the previous build's commit on the ref of an empty work repo.
+
+    rpm-ostree composes on top of the ref's current commit: it is the new commit's
+    parent, ``preserve-passwd`` (on by default) keeps its users' and groups' IDs,
+    ``check-passwd``/``check-groups: previous`` and ``automatic-version-prefix`` read it,
+    and an unchanged input hash is detected against it. A fresh repo (every Koji build)
+    would lose all of that; seeding it from the previous build's own archive keeps it.
+    """
+    seed = request.seed or (request.previous[0] if request.previous else None)
+    if seed is None:
+        return
+    repo = OSTreeRepo(work_repo, request.runner).init("bare-user")
+    if repo.rev_parse(treefile.ref, allow_missing=True):
+        return  # a kept work repo (--work-repo) already continues its own history
+    previous = open_previous(Path(seed), treefile.ref, workdir)
+    if previous.ref != treefile.ref:
+        log.warning("previous build %s has ref %s, not %s: not continuing from it", seed,
+                    previous.ref, treefile.ref)
+        return
+    repo.pull_local(previous.repo, [previous.ref])
+    log.info("work repo continues from %s (%s, from %s)", previous.commit[:12], previous.ref,
+             Path(seed).name)
 
 
 def _compose_version(request: BuildRequest, treefile: Treefile) -> str | None:

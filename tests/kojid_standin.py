@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ import sys
 import time
 import traceback
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,17 +129,23 @@ class StandinBuildRoot:
         self.session.host.setBuildRootState(self.id, "EXPIRED")
 
     def markExternalRPMs(self, rpmlist: list[dict[str, Any]]) -> None:  # noqa: N802
-        """kojid reads pkgorigins of the build tag repo; here the hub's table says."""
+        """builder/kojid BuildRoot.markExternalRPMs: nothing without external repos; else
+        every rpm must have an origin in the repo's pkgorigins (here: the hub's
+        ``repo_origins``, NVRA -> "internal" or an external repo dict), walked in order,
+        raising at the first one without ("No origin for %s")."""
         repos = self.session.getExternalRepoList(self.repo_info["tag_id"],
                                                  event=self.repo_info["create_event"])
         if not repos:
             return
         for rpm_info in rpmlist:
             key = "{name}-{version}-{release}.{arch}".format(**rpm_info)
-            erepo = self.session.external_origin.get(key)
-            if erepo:
-                rpm_info["external_repo"] = erepo
-                rpm_info["location"] = erepo["external_repo_id"]
+            origin = self.session.repo_origins.get(key)
+            if not origin:
+                raise koji.BuildError(f"No origin for {key}")
+            if origin == "internal":
+                continue
+            rpm_info["external_repo"] = origin
+            rpm_info["location"] = origin["external_repo_id"]
 
     # mock
     def mock(self, args: list[str]) -> int:
@@ -215,7 +223,6 @@ class BuildImageTask(koji.tasks.MultiPlatformTask):
 
 _plugin = None
 
-
 def load_plugin():
     """Put the stand-in classes into ``__main__`` (the plugin does ``from __main__ import
     BuildRoot, ...`` as under kojid) and load the plugin with koji's PluginTracker."""
@@ -262,14 +269,17 @@ class StandinHub:
 
     upload_root: Path
     tag_arches: str = "x86_64 aarch64"
-    new_chroot: bool = False
+    new_chroot: Any = None  # the tag's mock.new_chroot extra; None: not set (mock's nspawn)
     child_runner: Callable[[StandinHub, str, list[Any], int], Any] | None = None
     calls: list[tuple[str, tuple, dict]] = field(default_factory=list)
     tagged: list[dict[str, Any]] = field(default_factory=list)
     archives: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
     external_repos: list[dict[str, Any]] = field(default_factory=list)
-    external_origin: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # NVRA -> "internal" or an external repo dict: the build tag repo's pkgorigins.
+    repo_origins: dict[str, Any] = field(default_factory=dict)
+    # The hub's rpminfo table (kojihub get_rpm's fields), for getRPM.
+    rpms: list[dict[str, Any]] = field(default_factory=list)
     fail_methods: dict[str, Exception] = field(default_factory=dict)
     package_listed: bool = True
 
@@ -288,6 +298,9 @@ class StandinHub:
         self._build_ids = itertools.count(700)
         self._broot_ids = itertools.count(42)
         self.host = _Recorder(self, "host.", _HostImpl(self))
+        # koji.ClientSession's multicall: false as a flag, a MultiCallSession when called.
+        self.multicall = koji.MultiCallHack(weakref.ref(self))
+        self.logger = logging.getLogger("koji")  # MultiCallSession logs through it
         self.repo = _Recorder(self, "repo.", _RepoImpl(self))
 
     def __getattribute__(self, name: str) -> Any:
@@ -332,8 +345,9 @@ class StandinHub:
         return None
 
     def getBuildConfig(self, tag, event=None):  # noqa: N802
+        extra = {} if self.new_chroot is None else {"mock.new_chroot": self.new_chroot}
         return {"id": 10, "name": "hostimage-build", "arches": self.tag_arches,
-                "extra": {"mock.new_chroot": self.new_chroot}}
+                "extra": extra}
 
     def getTag(self, tag, strict=False, event=None):  # noqa: N802
         return {"id": 10, "name": "hostimage-build", "arches": self.tag_arches}
@@ -342,7 +356,11 @@ class StandinHub:
         return dict(self.REPO)
 
     def getNextRelease(self, build_info):  # noqa: N802
-        return "1"
+        """kojihub get_next_release: the latest build of that name and version (here,
+        in ``builds``) with its release incremented; "1" when there is none."""
+        releases = [int(b["release"]) for b in self.builds.values()
+                    if (b["name"], b["version"]) == (build_info["name"], build_info["version"])]
+        return str(max(releases) + 1) if releases else "1"
 
     def getPackageConfig(self, tag, pkg, event=None):  # noqa: N802
         return {"blocked": False, "owner_id": 1} if self.package_listed else None
@@ -375,6 +393,38 @@ class StandinHub:
         if strict:
             raise koji.GenericError(f"No such build: {build_info}")
         return None
+
+    def getRPM(self, rpminfo, strict=False, multi=False):  # noqa: N802
+        """kojihub get_rpm for a dict: match name, version, release, arch (and location:
+        an external repo's name or id); prefer internal rpms, then the newest external."""
+        keys = ("name", "version", "release", "arch")
+        found = [dict(r) for r in self.rpms if all(r[k] == rpminfo[k] for k in keys)]
+        location = rpminfo.get("location")
+        if location is not None:
+            found = [r for r in found if location in (r["external_repo_id"],
+                                                      r.get("external_repo_name"))]
+        if multi:
+            return found
+        if not found:
+            if strict:
+                raise koji.GenericError(f"No such rpm: {rpminfo!r}")
+            return None
+        internal = [r for r in found if not r["external_repo_id"]]
+        return internal[0] if internal else max(found, key=lambda r: r["id"])
+
+    def _callMethod(self, name, args, kwargs=None, retry=True):  # noqa: N802
+        """Only what koji.MultiCallSession sends: kojihub's multiCall, each call's result
+        as a one-item list, a fault as a dict (kojihub/kojixmlrpc.py multiCall)."""
+        assert name == "multiCall", name
+        results = []
+        for call in args[0]:
+            call_args, call_kwargs = koji.decode_args(*call["params"])
+            try:
+                results.append([getattr(self, call["methodName"])(*call_args, **call_kwargs)])
+            except koji.GenericError as exc:
+                results.append({"faultCode": exc.faultCode, "faultString": str(exc),
+                                "traceback": ""})
+        return results
 
     def getExternalRepoList(self, tag_info, event=None):  # noqa: N802
         return list(self.external_repos)

@@ -40,7 +40,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "serve": SHARED | {"image"},
     "pipeline": SHARED | {"ostree", "treefile", "compose", "image"},
     "report": SHARED | {"image"},
-    "koji": SHARED | {"image", "pipeline"},
+    "koji": SHARED | {"image", "pipeline", "treefile"},
     "pungi": SHARED,
     "example": SHARED | {"ostree", "treefile", "compose", "image", "serve", "pipeline"},
     "commands": SHARED

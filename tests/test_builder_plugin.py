@@ -11,6 +11,7 @@ child-task tests run the real pipeline (dnf engine, ostree, OCI packing).
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ from kojid_standin import (
     standin_options,
 )
 
+from koji_hostimage.errors import KojiBuildError
+from koji_hostimage.koji import builder as kojibuild
 from koji_hostimage.koji.options import policy_signatures
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +144,7 @@ def test_parent_fans_out_per_arch_then_imports_and_tags(plugin, tmp_path):
 
 
 def test_parent_checks_the_scm_target_and_package_list(plugin, tmp_path):
-    hub, _, _, _ = run_parent(plugin, tmp_path)
+    hub, _, _, _ = run_parent(plugin, tmp_path, {"version": "1"})
     session_calls = hub.called()
     assert session_calls[:3] == ["getBuildTarget", "getBuildConfig", "getTaskInfo"]
     assert "getChannel" in session_calls  # SCM policy data: the task's channel
@@ -292,6 +295,8 @@ def koji_site(tmp_path_factory, example_content, example_content_v2):
             f"[example]\nname=example\nbaseurl={base}/example\ngpgcheck=0\n")
         (work / "broken.yaml").write_text("ref: example/${basearch}/host\npackages: 7\n")
         (work / "escape.yaml").symlink_to("/etc/hostname")
+        leak = dict(treefile, **{"add-files": [["/etc/hostname", "/usr/share/leak"]]})
+        (work / "leak.yaml").write_text(yaml.safe_dump(leak))
         _git("init", "-q", "-b", "main", cwd=work)
         _git("add", ".", cwd=work)
         _git("commit", "-q", "-m", "os config", cwd=work)
@@ -300,14 +305,36 @@ def koji_site(tmp_path_factory, example_content, example_content_v2):
         _git("clone", "-q", "--bare", str(work), str(bare), cwd=site)
         _git("update-server-info", cwd=bare)
         host_port = base.split("://", 1)[1]
-        yield {"base": base, "site": site, "topurl": f"{base}/kojifiles", "requests": requests,
+        rpms = koji_rpm_table([example_content.repo_dir, example_content_v2.repo_dir])
+        yield {"rpms": rpms, "base": base, "site": site, "topurl": f"{base}/kojifiles",
+               "requests": requests,
                "scm_url": f"git+{base}/scm/os/config.git#main",
                "allowed": f"{host_port.split(':')[0]}*:/scm/os/*:no",
                "nevras": example_content.nevras}
 
 
+def koji_rpm_table(repo_dirs: list[Path]) -> list[dict]:
+    """The hub's rpminfo rows for the RPM files in ``repo_dirs``, read from the files'
+    own headers (``rpm -qp``), as kojihub's import_rpm records them."""
+    rows, seen = [], set()
+    fmt = "%{NAME}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{SIGMD5}\t%{SIZE}\t%{BUILDTIME}\n"
+    for path in sorted(p for d in repo_dirs for p in Path(d).glob("**/*.rpm")):
+        out = subprocess.run(["rpm", "-qp", "--nosignature", "--qf", fmt, str(path)],
+                             check=True, capture_output=True, text=True).stdout
+        name, version, release, arch, sigmd5, size, buildtime = out.strip().split("\t")
+        if (name, version, release, arch) in seen:
+            continue
+        seen.add((name, version, release, arch))
+        rows.append({"id": len(rows) + 1, "name": name, "version": version,
+                     "release": release, "arch": arch, "epoch": None,
+                     "payloadhash": sigmd5, "size": int(size), "buildtime": int(buildtime),
+                     "external_repo_id": 0, "external_repo_name": "INTERNAL"})
+    return rows
+
+
 def run_child(plugin, tmp_path, site, treefile="host.yaml", opts=None, version="42.1",
               repo_id=100, **hub_kwargs):
+    hub_kwargs.setdefault("rpms", site["rpms"])
     hub = StandinHub(upload_root=tmp_path / "hub", tag_arches="x86_64", **hub_kwargs)
     options = standin_options(tmp_path, topurl=site["topurl"], allowed_scms=site["allowed"])
     opts = {"engine": "dnf", **(opts or {})}
@@ -358,6 +385,67 @@ def test_child_builds_a_real_image_in_the_buildroot(built):
     assert {n.rsplit("-", 2)[0] for n in nevras} >= {"host-kernel", "greeter"}
 
 
+def test_the_rpmlist_carries_each_rpms_own_header_digest_size_and_buildtime(built, koji_site):
+    # kojihub's add_external_rpm refuses a payloadhash other than the one it recorded;
+    # these come from the composed tree's rpmdb and must equal the RPM files' headers.
+    _, hub, task_id, state, result, broot = built
+    assert state == "closed", result.get("faultString")
+    table = {(r["name"], r["version"], r["release"], r["arch"]): r for r in koji_site["rpms"]}
+    for entry in result["rpmlist"]:
+        row = table[(entry["name"], entry["version"], entry["release"], entry["arch"])]
+        assert len(entry["payloadhash"]) == 32, entry
+        assert (entry["payloadhash"], entry["size"], entry["buildtime"]) == (
+            row["payloadhash"], row["size"], row["buildtime"]), entry["name"]
+    # hostimage.json records them too
+    manifest = json.loads((hub.task_dir(task_id) / result["manifest"]).read_text())
+    assert all(len(p["payloadhash"]) == 32 and p["size"] > 0 for p in manifest["packages"])
+    # every package was checked against the hub in one multicall, before the upload
+    names = hub.called()
+    assert names.count("getRPM") == len(result["rpmlist"])
+    assert max(i for i, n in enumerate(names) if n == "getRPM") < names.index("uploadWrapper")
+
+
+def test_rpms_koji_does_not_know_fail_the_task_before_any_upload(plugin, tmp_path, koji_site):
+    rows = [r for r in koji_site["rpms"] if r["name"] not in ("greeter", "host-kernel")]
+    hub, task_id, state, result, broot = run_child(plugin, tmp_path, koji_site, rpms=rows)
+    assert state == "failed"
+    message = result["faultString"]
+    assert "2 package(s) Koji does not know: greeter-1.0-1.noarch, host-kernel-" in message
+    assert "koji import" in message and "--scratch" in message
+    uploaded = [Path(args[0]).name for args, _ in hub.call_args("uploadWrapper")]
+    assert uploaded and all(name.endswith(".log") for name in uploaded), uploaded  # logs only
+    assert not list(hub.task_dir(task_id).glob("*.oci.tar"))
+
+
+def test_a_rebuilt_rpm_with_another_digest_is_refused(plugin, tmp_path, koji_site):
+    rows = [dict(r, payloadhash="0" * 32) if r["name"] == "greeter" else r
+            for r in koji_site["rpms"]]
+    hub, task_id, state, result, broot = run_child(plugin, tmp_path, koji_site, rpms=rows)
+    assert state == "failed"
+    assert "differ from the RPM Koji has" in result["faultString"]
+    assert "greeter-1.0-1.noarch" in result["faultString"]
+
+
+def test_a_cancelled_child_neither_uploads_nor_logs_an_error(plugin, tmp_path, koji_site,
+                                                             caplog):
+    # kojid cancels a task by signalling its process (KeyboardInterrupt here); the hub
+    # then refuses this host's uploads for the task ("host N does not own task M").
+    with pytest.raises(KeyboardInterrupt):
+        run_child(plugin, tmp_path, koji_site,
+                  fail_methods={"getBuildConfig": KeyboardInterrupt()})
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == []
+    assert any("stopped (task cancelled or kojid stopping)" in r.message
+               for r in caplog.records)
+    assert not list((tmp_path / "hub").rglob("*.log"))  # nothing uploaded
+
+
+def test_scratch_builds_skip_the_rpm_check(plugin, tmp_path, koji_site):
+    hub, task_id, state, result, broot = run_child(plugin, tmp_path, koji_site, rpms=[],
+                                                   opts={"scratch": True})
+    assert state == "closed", result.get("faultString")
+    assert "getRPM" not in hub.called()
+
+
 def test_child_composes_from_the_build_tag_repo(built, koji_site):
     # The build tag's repo on Koji's topurl was one of the compose's repos (dnf fetched
     # its metadata; the treefile's own repo lives elsewhere on the same server).
@@ -369,7 +457,7 @@ def test_child_composes_from_the_build_tag_repo(built, koji_site):
 def test_child_ran_the_compose_inside_the_buildroot(built):
     tmp, hub, task_id, state, result, broot = built
     assert broot.install_group == "hostimage-build"
-    assert broot.bind_opts == {"dirs": {"/dev": "/dev"}}  # the tag has mock.new_chroot=0
+    assert broot.bind_opts is None  # mock's default nspawn chroot needs no extra binds
     assert broot.initialized and broot.expired
     dnf_calls = [args for args in broot.mock_calls if "dnf" in args]
     assert dnf_calls, broot.mock_calls
@@ -434,6 +522,17 @@ def test_a_treefile_symlink_out_of_the_checkout_is_refused(plugin, tmp_path, koj
     assert broot.expired
 
 
+def test_treefile_file_references_must_stay_in_the_checkout(plugin, tmp_path, koji_site):
+    # add-files from the builder host would publish its files (kojid.conf, its client
+    # certificate) in the image: refused before the buildroot runs anything.
+    hub, task_id, state, result, broot = run_child(plugin, tmp_path, koji_site,
+                                                   treefile="leak.yaml")
+    assert state == "failed"
+    assert "add-files" in result["faultString"] and "/etc/hostname" in result["faultString"]
+    assert "expected a path inside" in result["faultString"]
+    assert broot.mock_calls == []
+
+
 def test_a_user_base_image_path_is_refused(plugin, tmp_path, koji_site):
     hub = StandinHub(upload_root=tmp_path / "hub", tag_arches="x86_64")
     options = standin_options(tmp_path, topurl=koji_site["topurl"],
@@ -474,6 +573,8 @@ def test_child_makes_deltas_from_the_previous_tagged_build(plugin, tmp_path, koj
         koji_site["requests"].paths)
     manifest = json.loads((hub.task_dir(task_id) / result["manifest"]).read_text())
     assert manifest["commit"] != first["commit"]
+    # the compose continued from the previous build's commit (seeded from its archive)
+    assert manifest["parent"] == first["commit"]
     assert {"greeter-1.1-1.noarch", "host-release-2-1.noarch"} <= {
         p["nevra"] for p in manifest["packages"]}
     assert [d["from"] for d in manifest["deltas"]] == [first["commit"]]
@@ -523,7 +624,7 @@ def test_parent_with_a_real_child_end_to_end(plugin, tmp_path, koji_site):
         return child.run()
 
     hub = StandinHub(upload_root=tmp_path / "hub", tag_arches="x86_64",
-                     child_runner=real_child)
+                     child_runner=real_child, rpms=koji_site["rpms"])
     params = [TARGET["name"], koji_site["scm_url"], "host.yaml",
               {"engine": "dnf", "version": "7", "delta_from": "none"}]
     handler = make_handler(plugin.HostImageBuildTask, hub, options, "hostImageBuild", params)
@@ -535,8 +636,48 @@ def test_parent_with_a_real_child_end_to_end(plugin, tmp_path, koji_site):
     assert imgdata["files"][0] == "host-7-1.x86_64.oci.tar"
     for name in imgdata["files"] + imgdata["logs"]:
         assert (hub.task_dir(int(child_id)) / name).is_file(), name
-    assert imgdata["rpmlist"] and "listTagged" not in hub.called()  # delta_from none
+    # delta_from none: no deltas; the destination tag was still asked for a build to
+    # continue from (it has none)
+    assert imgdata["rpmlist"] and "listArchives" not in hub.called()
+    assert len(hub.call_args("listTagged")) == 1  # for a build to continue from
     assert len(subtasks_of(hub, "tagBuild")) == 1
+
+
+def test_parent_numbers_the_version_on_from_the_latest_tagged_build(plugin, tmp_path,
+                                                                  koji_site):
+    # No --version: the treefile's automatic-version-prefix ("1.0") counted on from the
+    # latest build in the destination tag, skipping versions Koji already has.
+    options = standin_options(tmp_path, topurl=koji_site["topurl"],
+                              allowed_scms=koji_site["allowed"])
+    latest = {"build_id": 700, "id": 700, "name": "host", "version": "1.0.3", "release": "1",
+              "nvr": "host-1.0.3-1", "state": koji.BUILD_STATES["COMPLETE"]}
+    taken = dict(latest, id=701, build_id=701, version="1.0.4", nvr="host-1.0.4-1")
+    hub = StandinHub(upload_root=tmp_path / "hub", tag_arches="x86_64",
+                     child_runner=canned_children(), tagged=[latest],
+                     builds={"host-1.0.4-1": taken})
+    params = [TARGET["name"], koji_site["scm_url"], "host.yaml", {}]
+    handler = make_handler(plugin.HostImageBuildTask, hub, options, "hostImageBuild", params)
+    state, result = run_like_kojid(handler)
+    assert state == "closed", result
+    ((args, _),) = hub.call_args("host.initImageBuild")
+    assert (args[1]["version"], args[1]["release"]) == ("1.0.5", "1")
+    assert hub.call_args("listTagged") == [((TARGET["dest_tag"],), {"package": "host"})]
+    assert [kwargs["arglist"][1] for _, kwargs in subtasks_of(hub)] == ["1.0.5"]
+
+
+def test_next_build_version_gives_each_build_its_own_version():
+    now = datetime.datetime(2026, 12, 2, 9, 0, tzinfo=datetime.UTC)
+    free = kojibuild.next_build_version
+    assert free({}, None, now, taken=lambda v: False) == "20261202.0"
+    assert free({}, "20261202.0", now, taken=lambda v: False) == "20261202.1"
+    assert free({}, "20261201.7", now, taken=lambda v: False) == "20261202.0"
+    assert free({}, None, now, taken=lambda v: v in {"20261202.0", "20261202.1"}) == \
+        "20261202.2"
+    keys = {"automatic-version-prefix": "42.<date:%Y%m%d>"}
+    assert free(keys, "42.20261202.3", now, taken=lambda v: False) == "42.20261202.4"
+    with pytest.raises(KojiBuildError, match="expected versions Koji accepts"):
+        free({"automatic-version-prefix": "42", "automatic-version-suffix": "-"}, "42", now,
+             taken=lambda v: False)
 
 
 def test_fault_of_follows_kojid():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import koji
 import koji.plugin
+import koji.tasks
 import pytest
 
 TESTS = Path(__file__).resolve().parent
@@ -160,6 +161,16 @@ def test_every_option_lands_in_opts(plugin):
         },
     )
     assert kwargs == {"priority": 3}
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("--use-buildroot-repo", True),
+                                               ("--no-buildroot-repo", False)])
+def test_buildroot_repo_flags(plugin, flag, expected):
+    hub = StandInHub()
+    run(plugin, hub, "--nowait", "--repo", "https://c.example/$arch/", flag, TARGET, SCM_URL,
+        "host.yaml")
+    args, _ = sent(hub)
+    assert args[3] == {"repo": ["https://c.example/$arch/"], "use_buildroot_repo": expected}
 
 
 def test_no_options_send_empty_opts_and_no_priority(plugin):
@@ -382,6 +393,31 @@ def test_koji_cli_over_xmlrpc_nowait(tmp_path):
         (TARGET, SCM_URL, "host.yaml", {"scratch": True, "arches": ["x86_64"]}),
         {"priority": 4},
     )
+
+
+def test_koji_taskinfo_shows_the_request_parameters(tmp_path):
+    # Stock `koji taskinfo` prints parameters only for methods it knows; the plugin
+    # teaches it both of ours (and koji.taskLabel the signatures).
+    hub = StandInHub(parent_states=["CLOSED"], child_states=["CLOSED"])
+    parent = hub.rpc_hostImageBuild(TARGET, SCM_URL, "os/host.yaml",
+                                    {"scratch": True, "repo": ["https://r.example/"]})
+    with FakeHubServer(hub) as server:
+        result = koji_cli(tmp_path, server.url, "taskinfo", "-r", "-v", str(parent))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Request Parameters:\n  Build Target: f42-hostimage\n" in out
+    assert f"  SCM URL: {SCM_URL}\n  Treefile: os/host.yaml\n" in out
+    assert "  Option repo: ['https://r.example/']\n  Option scratch: True\n" in out
+    assert "Type: createHostImage" in out and "  Arch: x86_64\n" in out  # the child
+    assert "Unable to parse task parameters" not in out
+
+
+def test_the_plugin_registers_the_task_signatures_for_labels(plugin):
+    task = {"method": "hostImageBuild", "arch": "noarch",
+            "request": [TARGET, SCM_URL, "host.yaml", {}]}
+    assert koji.taskLabel(task) == "hostImageBuild (noarch)"
+    assert "hostImageBuild" in koji.tasks.LEGACY_SIGNATURES
+    assert koji.tasks.parse_task_params("hostImageBuild", task["request"])["url"] == SCM_URL
 
 
 def test_koji_cli_over_xmlrpc_unknown_method(tmp_path):

@@ -22,7 +22,6 @@ from koji_hostimage.compose.dnf import (
     check_treefile,
     dnf_argv,
     fold_rpmdb_wal,
-    next_version,
     pkgdiff_entries,
 )
 from koji_hostimage.compose.rpmdb import (
@@ -44,23 +43,6 @@ def treefile_with(tmp_path: Path, **data: object) -> Treefile:
     # Python names use "_" for the treefile's "-"; names already spelled with "-" stay.
     base.update({k if "-" in k else k.replace("_", "-"): v for k, v in data.items()})
     return Treefile(path=tmp_path / "t.yaml", basearch="x86_64", data=base)
-
-
-@pytest.mark.parametrize(
-    "prefix, last, expected",
-    [
-        ("1.0", None, "1.0"),
-        ("1.0", "1.0", "1.0.1"),
-        ("1.0", "1.0.1", "1.0.2"),
-        ("1.0", "1.0.41", "1.0.42"),
-        ("1.0", "2.0.3", "1.0"),  # another prefix: restart
-        ("1.0", "1.01", "1.0"),  # starts with the prefix but not PREFIX.
-        ("1.0", "1.0.", "1.0.1"),
-        ("1.0", "1.0.7.3", "1.0.8"),  # strtoull stops at the second dot
-    ],
-)
-def test_next_version_follows_rpm_ostree(prefix: str, last: str | None, expected: str) -> None:
-    assert next_version(prefix, last) == expected
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from runnertools import MappedRunner
 
+from koji_hostimage.compose import rpmostree
 from koji_hostimage.compose.base import ComposeRequest
 from koji_hostimage.compose.engines import get_engine
 from koji_hostimage.compose.rpmostree import (
@@ -220,6 +221,17 @@ def test_failure_carries_the_output_tail(tmp_path, fake, source, monkeypatch):
     assert "error: Packages not found: no-such-package" in message
     assert str(source) in message
     assert "no-such-package" in log_path.read_text()
+    assert "bubblewrap" not in message  # only a bwrap failure gets the chroot hint
+
+
+@pytest.mark.parametrize("output", [
+    "error: bwrap test failed, see <https://github.com/coreos/rpm-ostree/pull/429>: "
+    "bwrap(true): Child process killed by signal 1",
+    "bwrap: Failed to make / slave: Invalid argument",
+])
+def test_a_bubblewrap_failure_explains_the_chroot_it_needs(output):
+    hint = rpmostree.bwrap_hint(output)
+    assert "mock's default systemd-nspawn chroot" in hint and "mock.new_chroot" in hint
 
 
 def test_runner_path_mapping(tmp_path, fake, monkeypatch):

@@ -26,6 +26,7 @@ from koji_hostimage.errors import CommandError, HostImageError, KojiBuildError
 from koji_hostimage.koji import builder as kojibuild
 from koji_hostimage.koji import config as builder_config
 from koji_hostimage.koji import previous
+from koji_hostimage.koji import rpmlist as rpmlist_mod
 from koji_hostimage.koji.buildroot import BuildrootError, BuildrootRunner, exit_code
 from koji_hostimage.koji.options import with_defaults
 from koji_hostimage.manifest import HostImageManifest, Package, Source
@@ -158,7 +159,7 @@ def test_base_image_source_prefers_the_user_and_refuses_their_local_paths():
 def test_rpmlist_has_every_field_add_external_rpm_checks_with_its_type():
     manifest = _manifest([Package("zlib", None, "1.3", "1", "x86_64"),
                           Package("bash", 2, "5.2", "3", "x86_64")])
-    rpmlist = kojibuild.rpmlist_from_manifest(manifest)
+    rpmlist = rpmlist_mod.rpmlist_from_manifest(manifest)
     assert [r["name"] for r in rpmlist] == ["bash", "zlib"]
     # kojihub.add_external_rpm's dtypes
     types = {"name": str, "version": str, "release": str, "epoch": (int, type(None)),
@@ -228,10 +229,11 @@ def _previous_build(build_id: int, nvr: str) -> dict:
             "release": release, "nvr": nvr, "volume_name": "DEFAULT", "state": COMPLETE}
 
 
-def test_previous_archives_from_topdir_skip_a_pruned_tagged_build(tmp_path):
+def test_previous_builds_from_topdir_skip_a_pruned_tagged_build(tmp_path):
     """The latest tagged builds come from the builder's topdir when it has no topurl; a
-    tagged build without an archive for the arch is skipped, not fatal. The hub is the
-    STAND-IN session of tests/kojid_standin.py (recording calls)."""
+    tagged build without an archive for the arch is skipped, not fatal. The latest one
+    is also the seed, fetched once, even without deltas. The hub is the STAND-IN session
+    of tests/kojid_standin.py (recording calls)."""
     topdir = tmp_path / "koji"
     images = topdir / "packages" / "host" / "2" / "1" / "images"
     images.mkdir(parents=True)
@@ -242,26 +244,28 @@ def test_previous_archives_from_topdir_skip_a_pruned_tagged_build(tmp_path):
         archives={701: [{"filename": "host-2-1.x86_64.oci.tar"}],
                   700: [{"filename": "host-1-1.aarch64.oci.tar"}]},
     )
-    found = previous.previous_archives(
-        hub, previous.DeltaPlan(count=2), name="host", dest_tag=20, arch="x86_64",
-        exclude_nvr="host-3-1", dest=tmp_path / "previous", topurl=None, topdir=str(topdir),
-    )
-    assert found == [images / "host-2-1.x86_64.oci.tar"]
+    common = dict(name="host", dest_tag=20, arch="x86_64", exclude_nvr="host-3-1",
+                  dest=tmp_path / "previous", topurl=None, topdir=str(topdir))
+    found = previous.previous_builds(hub, previous.DeltaPlan(count=2), **common)
+    assert found.deltas == [images / "host-2-1.x86_64.oci.tar"]
+    assert found.seed == images / "host-2-1.x86_64.oci.tar"
     assert hub.call_args("listTagged") == [((20,), {"package": "host"})]
     assert [kwargs["buildID"] for _, kwargs in hub.call_args("listArchives")] == [701, 700]
-    assert previous.previous_archives(
-        hub, previous.DeltaPlan(), name="host", dest_tag=20, arch="x86_64",
-        exclude_nvr="host-3-1", dest=tmp_path / "previous", topurl=None, topdir=str(topdir),
-    ) == []
+    hub.calls.clear()
+    found = previous.previous_builds(hub, previous.DeltaPlan(), **common)
+    assert (found.seed, found.deltas) == (images / "host-2-1.x86_64.oci.tar", [])
+    assert [kwargs["buildID"] for _, kwargs in hub.call_args("listArchives")] == [701]
+    assert previous.latest_version(hub, 20, "host") == "2"
+    assert previous.latest_version(hub, 20, "other") is None
 
 
-def test_previous_archives_named_by_nvr_must_all_be_there(tmp_path):
+def test_previous_builds_named_by_nvr_must_all_be_there(tmp_path):
     hub = StandinHub(upload_root=tmp_path / "hub",
                      builds={"host-1-1": _previous_build(700, "host-1-1")},
                      archives={700: [{"filename": "host-1-1.aarch64.oci.tar"}]})
     with pytest.raises(KojiBuildError, match=r"host-1-1: expected an archive ending "
                        r"\.x86_64\.oci\.tar, got host-1-1\.aarch64\.oci\.tar"):
-        previous.previous_archives(
+        previous.previous_builds(
             hub, previous.DeltaPlan(nvrs=("host-1-1",)), name="host", dest_tag=20,
             arch="x86_64", exclude_nvr="host-2-1", dest=tmp_path / "previous",
             topurl=None, topdir=str(tmp_path),
@@ -346,8 +350,102 @@ def test_build_request_takes_opts_over_the_builder_config(tmp_path):
                           "repo": ["http://mirror/$arch/os", "http://other/$basearch"]})
     request = kojibuild.build_request(opts=opts, **common)
     assert (request.engine, request.sign_key) == ("dnf", "0xUSER")
-    assert request.extra_repos == ["http://koji/repos/build/100/aarch64",
-                                   "http://mirror/aarch64/os", "http://other/aarch64"]
+    # given repos replace the build tag's (koji's kiwi plugin: use_buildroot_repo)
+    assert request.extra_repos == ["http://mirror/aarch64/os", "http://other/aarch64"]
+    opts["use_buildroot_repo"] = True
+    assert kojibuild.build_request(opts=opts, **common).extra_repos == [
+        "http://mirror/aarch64/os", "http://other/aarch64", "http://koji/repos/build/100/aarch64"]
+
+
+@pytest.mark.parametrize(("user_repos", "use_buildroot_repo", "expected"), [
+    ([], None, ["TAG"]),
+    ([], True, ["TAG"]),
+    ([], False, []),  # only the treefile's own repos
+    (["http://c/$arch"], None, ["http://c/s390x"]),
+    (["http://c/$arch"], False, ["http://c/s390x"]),
+    (["http://c/$basearch"], True, ["http://c/s390x", "TAG"]),
+])
+def test_compose_repos_use_the_build_tag_repo_only_by_default_or_when_asked(
+        user_repos, use_buildroot_repo, expected):
+    assert kojibuild.compose_repos("TAG", user_repos, "s390x", use_buildroot_repo) == expected
+
+
+@pytest.mark.parametrize(("extra", "engine", "refused"), [
+    ({}, "rpm-ostree", False),  # unset: mock's default, systemd-nspawn
+    ({"mock.new_chroot": 1}, "rpm-ostree", False),
+    ({"mock.new_chroot": True}, "rpm-ostree", False),
+    ({"mock.new_chroot": 0}, "rpm-ostree", True),
+    ({"mock.new_chroot": False}, "rpm-ostree", True),
+    ({"mock.new_chroot": "0"}, "rpm-ostree", True),
+    ({"mock.new_chroot": 0}, "dnf", False),  # no bubblewrap in the dnf engine
+])
+def test_rpm_ostree_is_refused_in_mocks_plain_chroot(extra, engine, refused):
+    buildconfig = {"name": "f42-hostimage-build", "extra": extra}
+    if not refused:
+        kojibuild.check_chroot_mode(buildconfig, engine)
+        return
+    with pytest.raises(KojiBuildError) as info:
+        kojibuild.check_chroot_mode(buildconfig, engine)
+    message = str(info.value)
+    assert "build tag f42-hostimage-build: extra mock.new_chroot" in message
+    assert "Failed to make / slave" in message
+    assert "koji edit-tag f42-hostimage-build --remove-extra=mock.new_chroot" in message
+
+
+def _rpm(name, **extra):
+    return {"name": name, "version": "1", "release": "1", "arch": "noarch", "epoch": None,
+            "payloadhash": f"{name:0>32}"[:32], "size": 1, "buildtime": 1, **extra}
+
+
+def test_mark_external_rpms_lists_every_rpm_without_an_origin():
+    calls = []
+    origins = {"a-1-1.noarch": "internal", "c-1-1.noarch": {"external_repo_id": 7},
+               "e-1-1.noarch": "internal"}
+
+    def mark(rpmlist):  # builder/kojid BuildRoot.markExternalRPMs's walk
+        calls.append([r["name"] for r in rpmlist])
+        for info in rpmlist:
+            key = rpmlist_mod.nvra(info)
+            if key not in origins:
+                raise koji.BuildError(f"No origin for {key}")
+            if origins[key] != "internal":
+                info["location"] = origins[key]["external_repo_id"]
+
+    rpmlist = [_rpm(n) for n in "abcde"]
+    assert rpmlist_mod.mark_external_rpms(mark, rpmlist) == ["b-1-1.noarch", "d-1-1.noarch"]
+    assert calls == [list("abcde"), list("cde"), ["e"]]
+    assert [r.get("location") for r in rpmlist] == [None, None, 7, None, None]
+
+
+def test_mark_external_rpms_passes_other_errors_through():
+    def mark(rpmlist):
+        raise koji.GenericError("connection refused")
+
+    with pytest.raises(koji.GenericError, match="connection refused"):
+        rpmlist_mod.mark_external_rpms(mark, [_rpm("a")])
+
+
+def test_unknown_rpms_asks_the_hub_for_internal_rpms_only():
+    known = {"a": _rpm("a", external_repo_id=0),
+             "b": _rpm("b", external_repo_id=0, payloadhash="f" * 32),
+             "x": _rpm("x", external_repo_id=3, payloadhash="e" * 32)}
+    asked = []
+
+    def lookup(queries):
+        asked.extend(q["name"] for q in queries)
+        assert all(set(q) == {"name", "version", "release", "arch"} for q in queries)
+        return [known.get(q["name"]) for q in queries]
+
+    rpmlist = [_rpm("a"), _rpm("b"), _rpm("c"), _rpm("ext", location=3), _rpm("x")]
+    missing, mismatched = rpmlist_mod.unknown_rpms(rpmlist, lookup)
+    assert asked == ["a", "b", "c", "x"]  # the external one has its location already
+    assert (missing, mismatched) == (["c-1-1.noarch"], ["b-1-1.noarch"])
+    with pytest.raises(KojiBuildError) as info:
+        rpmlist_mod.check_rpms_known(missing, mismatched, "f42-build")
+    assert "1 package(s) Koji does not know: c-1-1.noarch" in str(info.value)
+    assert "external repos of build tag f42-build" in str(info.value)
+    assert "differ from the RPM Koji has under the same name" in str(info.value)
+    rpmlist_mod.check_rpms_known([], [], "f42-build")  # nothing unknown: no error
 
 
 def test_scm_revision_and_result_message():
@@ -463,8 +561,12 @@ def test_runner_timeout_stops_the_command(broot):
 
 
 _CANCEL_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
+# A task process has Python's own SIGINT handler, whatever the test runner's process
+# had: an ignored SIGINT is inherited through exec (a shell starts background jobs so).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path[:0] = [{tests!r}, {repo!r}]
 from kojid_standin import StandinBuildRoot, StandinHub, standin_options
 from koji_hostimage.koji.buildroot import BuildrootRunner

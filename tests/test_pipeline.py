@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from koji_hostimage import pipeline
 from koji_hostimage.commands.main import main
 from koji_hostimage.compose.base import ComposeResult
 from koji_hostimage.compose.rpmdb import PKGLIST_KEY, pkglist_metadata
@@ -197,3 +199,109 @@ def test_commit_without_rpmdb_falls_back_to_the_pkglist_metadata(tmp_path: Path)
     assert result.manifest.version == "7" and result.archive.is_file()
     with pytest.raises(BuildError, match=f"{without.commit}: no package list"):
         pack("b/ref", without.commit, "b")
+
+
+def engines_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every compose engine the pipeline asks for (the real one is still used)."""
+    asked: list[str] = []
+    real = pipeline.get_engine
+
+    def recording(name, *args, **kwargs):
+        asked.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "get_engine", recording)
+    return asked
+
+
+def test_escaping_add_files_fails_before_anything_is_composed(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
+    """A treefile copying a builder file into the image: refused at load, nothing composed
+    and nothing written."""
+    src = tmp_path / "checkout"
+    src.mkdir()
+    secret = tmp_path / "kojid.conf"
+    secret.write_text("[kojid]\npassword = hunter2\n")
+    (src / "host.yaml").write_text(example_content.treefile.read_text()
+                                   + f"add-files:\n  - [{secret}, /usr/share/leak]\n")
+    shutil.copy(example_content.repo_file, src / "example.repo")
+    asked = engines_asked(monkeypatch)
+    out = tmp_path / "out"
+    code = main(["build", str(src / "host.yaml"), "-o", str(out), "--arch", ARCH,
+                 "--engine", "dnf", "--version", "1"])
+    assert code == 1 and asked == []
+    assert f"{src / 'host.yaml'}: add-files: expected a path inside {src}" in caplog.text
+    assert f"got {str(secret)!r} (resolves to {secret})" in caplog.text
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_source_root_option_confines_to_the_checkout(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
+    """hosts/x.yaml includes ../common/host.yaml: outside the default root (hosts/), inside
+    --source-root (the checkout), where the build goes through."""
+    src = tmp_path / "checkout"
+    (src / "common").mkdir(parents=True)
+    (src / "hosts").mkdir()
+    shutil.copy(example_content.treefile, src / "common" / "host.yaml")
+    shutil.copy(example_content.repo_file, src / "hosts" / "example.repo")
+    (src / "hosts" / "x.yaml").write_text("include: ../common/host.yaml\n")
+    asked = engines_asked(monkeypatch)
+    argv = ["build", str(src / "hosts" / "x.yaml"), "-o", str(tmp_path / "out"), "--arch",
+            ARCH, "--engine", "dnf", "--version", "1"]
+    assert main(argv) == 1 and asked == []
+    assert "x.yaml: include: expected a path inside" in caplog.text
+    assert "'../common/host.yaml' (resolves to" in caplog.text
+    assert main([*argv, "--source-root", str(src)]) == 0 and asked == ["dnf"]
+    manifest = HostImageManifest.load(tmp_path / "out" / "x-1-1.x86_64.hostimage.json")
+    assert manifest.ref == "example/x86_64/host"
+
+
+def _commit_with_a_system_user(work_repo: Path, ref: str, scratch: Path) -> str:
+    """A commit on ``ref`` like one whose scriptlets added a system user ``svc`` (990)."""
+    tree = scratch / "tree"
+    subprocess.run(["ostree", f"--repo={work_repo}", "checkout", "-U", ref, str(tree)],
+                   check=True, capture_output=True)
+    with open(tree / "usr/etc/passwd", "a", encoding="utf-8") as fh:
+        fh.write("svc:x:990:990:service:/:/sbin/nologin\n")
+    with open(tree / "usr/etc/group", "a", encoding="utf-8") as fh:
+        fh.write("svc:x:990:\n")
+    out = subprocess.run(
+        ["ostree", f"--repo={work_repo}", "commit", "--branch", ref, f"--tree=dir={tree}",
+         "--owner-uid=0", "--owner-gid=0", "--add-metadata-string=version=1.0",
+         "--add-metadata-string=rpmostree.inputhash=seeded"],
+        check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _passwd_of(result) -> str:
+    with OciArchive(result.archive) as image:
+        repo = Path(result.archive).parent / "x-repo"
+        image.extract_content(repo, prefix="srv/repo/")
+    text = OSTreeRepo(repo).cat(result.commit, "/usr/etc/passwd")
+    shutil.rmtree(repo)
+    return text
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+def test_a_fresh_work_repo_continues_from_the_previous_build(
+        example_content, example_content_v2, tmp_path: Path, preserve: bool):
+    # The previous build, as a repo whose commit has a user added by a scriptlet.
+    previous_repo = tmp_path / "previous"
+    first = build_host_image(request(example_content, tmp_path / "v1", work_repo=previous_repo))
+    ref = first.manifest.ref
+    seeded = _commit_with_a_system_user(previous_repo, ref, tmp_path)
+
+    treefile = tmp_path / "src" / "host.yaml"
+    treefile.parent.mkdir()
+    shutil.copy(example_content_v2.repo_file, treefile.parent)
+    text = example_content_v2.treefile.read_text()
+    treefile.write_text(text + ("" if preserve else "preserve-passwd: false\n"))
+    # a fresh work repo, as in every Koji build: only the previous build is given
+    result = build_host_image(BuildRequest(treefile=treefile, output_dir=tmp_path / "v2",
+                                           arch=ARCH, engine="dnf", seed=previous_repo))
+    assert result.changed and result.manifest.parent == seeded
+    # automatic-version-prefix "1.0" counts on from the previous commit's version
+    assert result.manifest.version == "1.0.1"
+    passwd = _passwd_of(result)
+    assert passwd.startswith("root:x:0:0:")
+    assert ("svc:x:990:990:" in passwd) is preserve

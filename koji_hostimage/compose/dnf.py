@@ -15,7 +15,7 @@ What rpm-ostree does in one privileged process, this engine does with ordinary t
    ``/usr/lib/modules/$kver/``. rpm's lock files go with the WAL
    (``postprocess_cleanup_rpmdb_impl``, see ``fold_rpmdb_wal``).
 3. ``ostree commit`` with the metadata rpm-ostree writes: ``version`` (the request's, or
-   ``automatic-version-prefix`` stepped like ``_rpmostree_util_next_version``),
+   ``automatic-version-prefix`` stepped like rpm-ostree's ``util_next_version``),
    ``rpmostree.inputhash``, ``rpmostree.rpmdb.pkglist`` and ``add-commit-metadata``; then
    a compose.json of the shape of ``rpmostree_composeutil_write_composejson``.
 
@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from koji_hostimage.errors import ComposeError, tail_lines
+from koji_hostimage.errors import ComposeError, HostImageError, tail_lines
 from koji_hostimage.fsutil import write_atomic
 from koji_hostimage.manifest import Package
 from koji_hostimage.ostree.repo import CommitInfo, OSTreeRepo
@@ -48,6 +48,7 @@ from koji_hostimage.pkgdiff import diff_packages
 from koji_hostimage.treefile.inputs import input_hash
 from koji_hostimage.treefile.load import Treefile
 from koji_hostimage.treefile.repos import RepoSource, resolve_repos, write_repo_file
+from koji_hostimage.treefile.version import automatic_version
 
 from .base import ComposeEngine, ComposeRequest, ComposeResult
 from .reshape import remove_tree, reshape_for_ostree
@@ -75,6 +76,8 @@ HONOURED_KEYS = frozenset(
         "exclude-packages",
         "add-commit-metadata",
         "automatic-version-prefix",
+        "automatic-version-suffix",
+        "preserve-passwd",
         "documentation",
         "recommends",
         "units",
@@ -134,6 +137,9 @@ class DnfEngine(ComposeEngine):
         stage.mkdir()
         install_root = stage / "install"
         rootfs = stage / "rootfs"
+        install_root.mkdir()
+        if previous is not None:
+            preserve_passwd(treefile, repo, previous.checksum, install_root)
         self._install(treefile, repos, stage, install_root, request.log_path)
         fold_rpmdb_wal(install_root / RPMDB_DIR)
         packages = packages_in_tree(install_root, self.runner)
@@ -196,7 +202,6 @@ class DnfEngine(ComposeEngine):
             f"logdir={inner(stage / 'log')}\n",
             encoding="utf-8",
         )
-        root.mkdir()
         argv = dnf_argv(treefile, config=inner(config), root=inner(root),
                         reposdir=inner(reposdir), cachedir=inner(stage / "cache"),
                         logdir=inner(stage / "log"))
@@ -268,32 +273,46 @@ def dnf_argv(
     return argv
 
 
-def next_version(prefix: str, last_version: str | None) -> str:
-    """rpm-ostree's ``_rpmostree_util_next_version``: PREFIX, PREFIX.1, PREFIX.2, ...
+PASSWD_FILES = ("passwd", "group")
 
-    A previous version that does not start with ``PREFIX.`` (or equal it) restarts at
-    ``PREFIX``.
+
+def preserve_passwd(treefile: Treefile, repo: OSTreeRepo, previous: str, root: Path) -> None:
+    """rpm-ostree's ``preserve-passwd`` (on unless the treefile says false): before any
+    package is installed, the previous commit's users and groups go into the new root's
+    /etc, so that scriptlets adding users find them and every user and group keeps its
+    ID between two versions of an image.
+
+    Mirrors coreos/rpm-ostree rust/src/passwd.rs ``passwd_compose_prep_impl`` ->
+    ``concat_fs_content``: the entries of the previous commit's usr/etc/FILE, then those
+    of usr/lib/FILE, each name once (the first wins). rpm then installs the setup
+    package's own /etc/passwd and /etc/group (%config(noreplace)) as .rpmnew.
     """
-    if not last_version or not last_version.startswith(prefix):
-        return prefix
-    if last_version == prefix:
-        return f"{prefix}.1"
-    rest = last_version[len(prefix):]
-    if not rest.startswith("."):
-        return prefix
-    digits = re.match(r"\d*", rest[1:])
-    number = int(digits.group()) if digits and digits.group() else 0
-    return f"{prefix}.{number + 1}"
+    if treefile.data.get("preserve-passwd", True) is False:
+        return
+    etc = root / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    for name in PASSWD_FILES:
+        entries: dict[str, str] = {}
+        for source in (f"/usr/etc/{name}", f"/usr/lib/{name}"):
+            try:
+                text = repo.cat(previous, source)
+            except HostImageError:
+                continue  # not in that commit
+            for line in text.splitlines():
+                key = line.split(":", 1)[0]
+                if key and not line.startswith("#"):
+                    entries.setdefault(key, line)
+        if entries:
+            write_atomic(etc / name, ("\n".join(entries.values()) + "\n").encode())
+            (etc / name).chmod(0o644)
+            log.info("dnf: %d %s entries kept from %s", len(entries), name, previous[:12])
 
 
 def _automatic_version(treefile: Treefile, previous: CommitInfo | None) -> str | None:
-    prefix = treefile.data.get("automatic-version-prefix")
-    if not prefix:
-        return None
-    # rpm-ostree expands <date:FORMAT> in the prefix (strftime, UTC).
+    """rpm-ostree's automatic-version-prefix against the ref's previous commit, dated
+    at the commit's own timestamp (SOURCE_DATE_EPOCH when set)."""
     now = dt.datetime.fromtimestamp(_commit_timestamp(), dt.UTC)
-    prefix = re.sub(r"<date:([^>]*)>", lambda m: now.strftime(m.group(1)), str(prefix))
-    return next_version(prefix, previous.version if previous else None)
+    return automatic_version(treefile.data, previous.version if previous else None, now)
 
 
 def _commit_metadata(

@@ -31,7 +31,12 @@ from koji_hostimage.runner import CommandRunner, HostRunner, run_checked
 RPMDB_DIR = "usr/share/rpm"  # relative to the tree root
 PKGLIST_KEY = "rpmostree.rpmdb.pkglist"
 PKGLIST_TYPE = "a(sssss)"
-_QUERY_FORMAT = "%{NAME}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
+# kojid's BuildRoot.getPackageList reads these header tags too (koji.get_header_fields:
+# SIGMD5 as hex, SIZE, BUILDTIME); kojihub's add_external_rpm needs them.
+_QUERY_FORMAT = (
+    "%{NAME}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}"
+    "\\t%{SIGMD5}\\t%{SIZE}\\t%{BUILDTIME}\\n"
+)
 
 
 class RpmdbError(HostImageError):
@@ -60,12 +65,14 @@ def packages_in_tree(root: Path, runner: CommandRunner | None = None) -> list[Pa
     packages = []
     for line in output.splitlines():
         fields = line.split("\t")
-        if len(fields) != 5:
+        if len(fields) != 8:
             continue  # rpm warnings share the output stream
-        name, epoch, version, release, arch = fields
+        name, epoch, version, release, arch, sigmd5, size, buildtime = fields
         if name == "gpg-pubkey":
             continue  # imported signing keys are pseudo-packages, not content
-        packages.append(Package(name, _epoch(epoch), version, release, arch))
+        packages.append(Package(name, _epoch(epoch), version, release, arch,
+                                payloadhash=_optional(sigmd5), size=_number(size),
+                                buildtime=_number(buildtime)))
     return sort_packages(packages)
 
 
@@ -124,6 +131,14 @@ def packages_from_commit_metadata(repo: OSTreeRepo, commit: str) -> list[Package
     if value is None:
         return None
     return packages_from_pkglist(value, f"{commit}: {PKGLIST_KEY}")
+
+
+def _optional(text: str) -> str | None:
+    return None if text in ("", "(none)") else text
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 def _epoch(text: str) -> int | None:

@@ -94,7 +94,7 @@ class RpmOstreeEngine(ComposeEngine):
         if result.returncode != 0:
             raise ComposeError(
                 f"rpm-ostree compose tree failed (exit {result.returncode}) for "
-                f"{treefile.path}:\n{tail_lines(result.output)}"
+                f"{treefile.path}:\n{tail_lines(result.output)}{bwrap_hint(result.output)}"
             )
         if not compose_json.exists():
             # The work repo lives on the host side of the runner: read the ref from here.
@@ -110,6 +110,23 @@ class RpmOstreeEngine(ComposeEngine):
             compose_json=data,
             compose_json_path=compose_json,
         )
+
+
+# What rpm-ostree prints when its bubblewrap self-test fails (rust/src/bwrap.rs
+# ``bubblewrap_selftest``'s context, and bwrap's own message in a plain chroot).
+_BWRAP_FAILURES = ("bwrap test failed", "Failed to make / slave")
+
+
+def bwrap_hint(output: str) -> str:
+    """An explanation to append when rpm-ostree could not start bubblewrap."""
+    if not any(marker in output for marker in _BWRAP_FAILURES):
+        return ""
+    return (
+        "\nrpm-ostree could not start bubblewrap: it needs a chroot whose / is a mount"
+        " point with private mounts, such as mock's default systemd-nspawn chroot (in Koji:"
+        " leave the build tag's mock.new_chroot unset) or a container with"
+        " CAP_SYS_ADMIN; a plain chroot (mock.new_chroot=0) does not work"
+    )
 
 
 def parse_compose_json(path: Path) -> dict[str, Any]:

@@ -10,10 +10,12 @@ everything it decides lives here so it can be tested without a Koji instance:
   attempt, so a retried task does not overwrite the first attempt's log);
 - the repos, treefile and base image of the compose, and the pipeline request
   (``build_request``);
-- the ``rpmlist`` kojihub's ``importImageInternal`` records (``rpmlist_from_manifest``);
+- the build's version (``next_build_version``) and the tag's mock chroot
+  (``check_chroot_mode``);
 - the per-arch task result ``completeImageBuild`` / ``moveImageBuildToScratch`` read
   (``task_result``) and the logs that go with it (``task_log``, ``log_uploads``).
-Earlier builds for deltas are in previous.py, the plugin's settings in config.py.
+Earlier builds (seed, deltas) are in previous.py, the image's rpmlist and its check in
+rpmlist.py, the plugin's settings in config.py.
 
 Real Koji interfaces these follow (koji-project/koji):
 ``kojihub.HostExports.completeImageBuild`` -> ``importImage`` -> ``importImageInternal``
@@ -21,32 +23,43 @@ imports each name in ``files`` as an ``image`` archive (``import_archive_interna
 every arch's files into the one ``pathinfo.imagebuild(build)`` directory and refuses a
 name that already exists) and moves the task's ``*.log`` files into the build's logs;
 ``add_external_rpm`` needs name, version, release, epoch, arch, payloadhash, size and
-buildtime on each external rpmlist entry; ``moveImageBuildToScratch`` skips results
+buildtime on each external rpmlist entry (read from the tree's rpmdb, as kojid's
+``getPackageList`` reads a buildroot's); ``moveImageBuildToScratch`` skips results
 without ``task_id`` (a failed failable arch) and moves ``files`` + ``logs``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import koji
+import koji.tasks
 
 from koji_hostimage.errors import KojiBuildError
 from koji_hostimage.image.oci_layout import koji_arch_to_oci
 from koji_hostimage.manifest import HostImageManifest, Source
 from koji_hostimage.pipeline import BuildRequest, BuildResult
 from koji_hostimage.runner import CommandRunner, run_checked
+from koji_hostimage.treefile.load import load_treefile
+from koji_hostimage.treefile.version import automatic_version
 
 from .config import BuilderConfig
-from .options import treefile_path_error
+from .options import VERSION_PATTERN, treefile_path_error
 
 log = logging.getLogger(__name__)
+
+# How a task handler learns that its task is over: kojid's TaskManager signals the task
+# process when the task is cancelled (SIGINT: KeyboardInterrupt; later SIGTERM/SIGKILL),
+# and koji.tasks raises ServerExit when kojid shuts down.
+TASK_ENDING = (SystemExit, koji.tasks.ServerExit, KeyboardInterrupt)
 
 # --------------------------------------------------------------------------- arches
 
@@ -119,6 +132,51 @@ def failed_arches(subtasks: Mapping[str, int], results: Mapping[Any, Any]) -> li
         for arch, task_id in subtasks.items()
         if isinstance(results.get(task_id), dict) and "faultCode" in results[task_id]
     ]
+
+
+# --------------------------------------------------------------------------- versions
+
+# The version of a build whose treefile has no automatic-version-prefix and whose opts
+# give none: the UTC date, numbered per day (20261202.0, 20261202.1, ...).
+DEFAULT_VERSION_PREFIX = "<date:%Y%m%d>"
+_KOJI_VERSION = re.compile(VERSION_PATTERN)
+
+
+def treefile_version_keys(checkout: Path, treefile: str, arch: str) -> dict[str, Any]:
+    """The ``automatic-version-*`` keys of ``treefile`` in an SCM checkout, includes
+    resolved (only files inside the checkout are read)."""
+    data = load_treefile(treefile_in_checkout(checkout, treefile), arch, root=checkout).data
+    return {key: data[key] for key in ("automatic-version-prefix", "automatic-version-suffix")
+            if key in data}
+
+
+def next_build_version(
+    version_keys: Mapping[str, Any],
+    last_version: str | None,
+    now: dt.datetime,
+    taken: Callable[[str], bool],
+) -> str:
+    """The version of a new build: the one rpm-ostree's ``automatic-version-prefix`` gives
+    after ``last_version`` (the latest tagged build's), stepped on while Koji already has
+    a build of that version (``taken``), so every build gets its own ostree version.
+
+    The version is the same for every arch (the parent task picks it) and is both the
+    Koji build's version and the commits' ``version`` metadata.
+    """
+    keys = dict(version_keys)
+    keys.setdefault("automatic-version-prefix", DEFAULT_VERSION_PREFIX)
+    version = automatic_version(keys, last_version, now)
+    for _ in range(1000):
+        if not version or not _KOJI_VERSION.match(version):
+            raise KojiBuildError(
+                f"treefile: automatic-version-prefix {keys['automatic-version-prefix']!r}:"
+                f" expected versions Koji accepts (letters, digits and _.+~^), got"
+                f" {version!r}; give the version with --version"
+            )
+        if not taken(version):
+            return version
+        version = automatic_version(keys, version, now)
+    raise KojiBuildError(f"no free version after {version!r}: give one with --version")
 
 
 # --------------------------------------------------------------------------- names
@@ -244,21 +302,56 @@ def fetch_base_image(
 # --------------------------------------------------------------------------- the build
 
 
-def buildroot_bind_opts(buildconfig: Mapping[str, Any]) -> dict[str, Any] | None:
-    """kojid ``BuildRoot(bind_opts=...)`` for the build tag (``getBuildConfig`` output)."""
-    if not buildconfig["extra"].get("mock.new_chroot", True):
-        # rpm-ostree's bubblewrap needs the host's /dev in a simple (non-nspawn) chroot.
-        return {"dirs": {"/dev": "/dev"}}
-    log.warning(
-        "build tag %s uses mock's nspawn chroot: rpm-ostree needs mock.new_chroot=0 on the tag",
-        buildconfig.get("name"),
+NEW_CHROOT_KEY = "mock.new_chroot"
+
+
+def check_chroot_mode(buildconfig: Mapping[str, Any], engine: str) -> None:
+    """Refuse the rpm-ostree engine in a build tag whose mock runs a plain chroot.
+
+    ``rpm-ostree compose tree`` starts with a bubblewrap self-test
+    (coreos/rpm-ostree src/app/rpmostree-compose-builtin-tree.cxx -> rust/src/bwrap.rs
+    ``bubblewrap_selftest``), which fails in a plain chroot where ``/`` is no mount
+    point ("Failed to make / slave"). Under mock's systemd-nspawn chroot it works:
+    bwrap.rs ``running_in_nspawn`` skips ``--unshare-net`` there for "rpm-ostree in mock
+    in koji", and pungi's ostree phase runs it so. kojid passes ``--new-chroot`` or
+    ``--old-chroot`` only when the tag's extra sets ``mock.new_chroot`` (builder/kojid
+    ``BuildRoot.mock``); unset means mock's default, nspawn. The dnf engine runs no
+    bubblewrap and works in both.
+    """
+    extra = buildconfig.get("extra") or {}
+    if engine != "rpm-ostree" or NEW_CHROOT_KEY not in extra or _truthy(extra[NEW_CHROOT_KEY]):
+        return
+    tag = buildconfig.get("name")
+    raise KojiBuildError(
+        f"build tag {tag}: extra {NEW_CHROOT_KEY}: expected unset or 1 (mock's"
+        f" systemd-nspawn chroot), got {extra[NEW_CHROOT_KEY]!r}: rpm-ostree's bubblewrap"
+        " self-test fails in mock's plain chroot ('Failed to make / slave'). Remove it:"
+        f" koji edit-tag {tag} --remove-extra={NEW_CHROOT_KEY} (or use the dnf engine)"
     )
-    return None
 
 
-def compose_repos(koji_repo: str, user_repos: Sequence[str], arch: str) -> list[str]:
-    """The repos the compose reads: the build tag's, then the user's with $arch expanded."""
-    return [koji_repo, *(substitute_arch(url, arch) for url in user_repos)]
+def _truthy(value: Any) -> bool:
+    """A tag extra value as kojid's ``if extra[key]`` reads it; CLI strings too."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
+def compose_repos(
+    koji_repo: str, user_repos: Sequence[str], arch: str, use_buildroot_repo: bool | None
+) -> list[str]:
+    """The repos the compose reads, ``$arch`` expanded.
+
+    Given repos replace the build tag's repo unless ``use_buildroot_repo`` asks for it
+    too (koji-project/koji plugins/builder/kiwi.py ``createKiwiImage`` appends it after
+    the user's repos only when asked; osbuild/koji-image-builder the same). With no repos
+    given the build tag's repo is the default: a pungi compose passes its own repos, so
+    dnf never takes newer packages from the tag that the compose does not ship.
+    """
+    repos = [substitute_arch(url, arch) for url in user_repos]
+    if use_buildroot_repo or (use_buildroot_repo is None and not repos):
+        repos.append(koji_repo)
+    return repos
 
 
 def scm_revision(source: str) -> str | None:
@@ -285,6 +378,8 @@ def build_request(
     base_image: Path | None,
     source: Source,
     runner: CommandRunner,
+    source_root: Path | None = None,
+    seed: Path | None = None,
 ) -> BuildRequest:
     """The pipeline request of one createHostImage task. ``opts`` has every option
     (``options.with_defaults``); where it leaves one unset, the builder's config holds."""
@@ -296,8 +391,12 @@ def build_request(
         version=version,
         release=str(release),
         engine=opts["engine"] or config.engine,
-        extra_repos=compose_repos(koji_repo, opts["repo"], arch),
+        extra_repos=compose_repos(koji_repo, opts["repo"], arch, opts["use_buildroot_repo"]),
         previous=list(previous),
+        # the compose continues from the latest build's commit (users' IDs, version
+        # numbering, parent); a new Koji build is a new commit even when nothing changed
+        seed=seed,
+        force_nocache=True,
         base_image=base_image,
         sign_key=opts["sign_key"] or config.sign_key,
         gpg_homedir=config.gpg_homedir,
@@ -305,6 +404,9 @@ def build_request(
         source=source,
         workdir=workdir,
         runner=runner,
+        # every file the treefile names must be in the checkout: kojid reads them on
+        # the builder host, whose config and certificates must not reach an image
+        source_root=source_root,
     )
 
 
@@ -322,32 +424,6 @@ def output_uploads(result: BuildResult, names: UploadNames, what: str) -> list[t
         (result.compose_json_path, names.compose_json),
     )
     return [(Path(path), remote) for path, remote in outputs if path and Path(path).exists()]
-
-
-# --------------------------------------------------------------------------- rpmlist
-
-
-def rpmlist_from_manifest(manifest: HostImageManifest) -> list[dict[str, Any]]:
-    """The image's packages as kojihub wants them for the image_listing.
-
-    Internal RPMs are matched by NVRA (``get_rpm``); external ones are added with
-    ``add_external_rpm``, which checks that every field below is present with its type.
-    The composed tree's rpmdb does not keep payload digests or package sizes, so these are
-    empty, exactly as kiwi's ``getImagePackages`` reports them.
-    """
-    return [
-        {
-            "name": pkg.name,
-            "epoch": pkg.epoch,
-            "version": pkg.version,
-            "release": pkg.release,
-            "arch": pkg.arch,
-            "payloadhash": "",
-            "size": 0,
-            "buildtime": 0,
-        }
-        for pkg in sorted(manifest.packages)
-    ]
 
 
 # --------------------------------------------------------------------------- results

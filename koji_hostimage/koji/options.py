@@ -107,6 +107,11 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                 "pattern": REPO_URL_PATTERN,
             },
         },
+        "use_buildroot_repo": {
+            "type": "boolean",
+            "description": "true or false: whether the build tag's repo is read too when"
+            " 'repo' lists repos (default: only when 'repo' lists none)",
+        },
         "base_image": {
             "type": "string",
             "maxLength": 2048,
@@ -144,8 +149,10 @@ OPTIONS_SCHEMA: dict[str, Any] = {
 
 # What a missing key means. The builder plugin reads opts through with_defaults(), so the
 # hub only stores what the user actually asked for. None means "decided elsewhere":
-# arches -> the build tag's arches, name -> from the treefile, version -> the UTC date
-# (set by the parent task, before fan-out), release -> the next free release in Koji,
+# arches -> the build tag's arches, name -> from the treefile, version -> the next free
+# version of automatic-version-prefix or the UTC date (set by the parent task, before
+# fan-out), release -> the next free release in Koji, use_buildroot_repo -> only when
+# 'repo' is empty (koji's kiwi plugin and koji-image-builder: given repos replace it),
 # base_image, delta_from, engine, sign_key -> the builder's hostimage.conf.
 OPTION_DEFAULTS: dict[str, Any] = {
     "arches": None,
@@ -156,6 +163,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "version": None,
     "release": None,
     "repo": [],
+    "use_buildroot_repo": None,
     "base_image": None,
     "delta_from": None,
     "engine": None,
@@ -182,6 +190,32 @@ CHILD_TASK_ARGS: tuple[str, ...] = (
     "treefile",
     "opts",
 )
+
+
+TASK_METHODS = (PARENT_TASK_METHOD, CHILD_TASK_METHOD)
+
+
+def task_param_lines(method: str, request: list[Any]) -> list[str]:
+    """What `koji taskinfo` prints under "Request Parameters" for the two methods, in
+    koji_cli's own style ("Build Target: ...", options one per line)."""
+    names = PARENT_TASK_ARGS if method == PARENT_TASK_METHOD else CHILD_TASK_ARGS
+    values = dict(zip(names, request, strict=False))
+    labels = {"target": "Build Target", "scm_url": "SCM URL", "treefile": "Treefile",
+              "name": "Name", "version": "Version", "release": "Release", "arch": "Arch",
+              "build_tag": "Build Tag"}
+    lines = []
+    for key, label in labels.items():
+        if key in values:
+            lines.append(f"{label}: {values[key]}")
+    if isinstance(values.get("target_info"), dict):
+        lines.append(f"Build Target: {values['target_info'].get('name')}")
+    if isinstance(values.get("repo_info"), dict):
+        lines.append(f"Repo: {values['repo_info'].get('id')}")
+    opts = values.get("opts") or {}
+    if isinstance(opts, dict):
+        for key in sorted(opts):
+            lines.append(f"Option {key}: {opts[key]}")
+    return lines
 
 
 def policy_signatures() -> dict[str, list[list[Any]]]:

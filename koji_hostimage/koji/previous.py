@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Earlier builds of the same name, as sources of static deltas for the new one.
+"""Earlier builds of the same name: what a new one continues from, and delta sources.
 
 Which builds (the ``delta_from`` option or the builder's default count), where Koji
 serves their archives, and fetching them to the builder. The Koji calls are the hub's
@@ -112,7 +112,15 @@ def download(url: str, dest: Path, timeout: float = 600.0) -> Path:
 
 
 
-def previous_archives(
+@dataclass
+class PreviousBuilds:
+    """What a new build takes from earlier ones, as local archive files."""
+
+    seed: Path | None  # the latest tagged build: the compose continues from its commit
+    deltas: list[Path]  # static delta sources (``delta_from``)
+
+
+def previous_builds(
     session: Any,
     plan: DeltaPlan,
     *,
@@ -124,34 +132,47 @@ def previous_archives(
     topurl: str | None,
     topdir: str | None,
     timeout: float = 600.0,
-) -> list[Path]:
-    """The ``arch`` archives of the builds ``plan`` names, as local files.
+) -> PreviousBuilds:
+    """The ``arch`` archives of the latest tagged build (the seed) and of the builds
+    ``plan`` names (the delta sources), each downloaded once.
 
     ``session`` is the task's hub session. Builds named by NVR must all be there (the user
     asked for them); of the latest tagged ones, a pruned or archive-less build is skipped
     with a warning, so an old build cannot fail a new one. Archives come from ``topurl``
     (Koji's web server) when the builder has one, else from ``topdir`` on its own disk.
     """
+    tagged = session.listTagged(dest_tag, package=name)
+    latest = pick_previous_builds(tagged, name, max(plan.count, 1), exclude_nvr)
     if plan.nvrs:
-        builds = [session.getBuild(nvr, strict=True) for nvr in plan.nvrs]
-        strict = True
-    elif plan.count:
-        tagged = session.listTagged(dest_tag, package=name)
-        builds = pick_previous_builds(tagged, name, plan.count, exclude_nvr)
-        strict = False
+        delta_builds = [session.getBuild(nvr, strict=True) for nvr in plan.nvrs]
     else:
-        return []
+        delta_builds = latest[: plan.count]
     dest.mkdir(parents=True, exist_ok=True)
-    found = []
-    for build in builds:
-        try:
-            archives = session.listArchives(buildID=build["id"], type="image")
-            found.append(_archive_file(build, archives, arch, dest, topurl, topdir, timeout))
-        except HostImageError as exc:
-            if strict:
-                raise
-            log.warning("no delta from %s: %s", build.get("nvr"), exc)
-    return found
+    fetched: dict[Any, Path | None] = {}
+
+    def fetch(build: Mapping[str, Any], strict: bool) -> Path | None:
+        key = build.get("id")
+        if key not in fetched:
+            try:
+                archives = session.listArchives(buildID=build["id"], type="image")
+                fetched[key] = _archive_file(build, archives, arch, dest, topurl, topdir,
+                                             timeout)
+            except HostImageError as exc:
+                if strict:
+                    raise
+                log.warning("not using %s: %s", build.get("nvr"), exc)
+                fetched[key] = None
+        return fetched[key]
+
+    deltas = [fetch(build, strict=bool(plan.nvrs)) for build in delta_builds]
+    seed = fetch(latest[0], strict=False) if latest else None
+    return PreviousBuilds(seed=seed, deltas=[path for path in deltas if path is not None])
+
+
+def latest_version(session: Any, dest_tag: int | str, name: str) -> str | None:
+    """The version of the latest complete build of ``name`` tagged in ``dest_tag``."""
+    builds = pick_previous_builds(session.listTagged(dest_tag, package=name), name, 1)
+    return str(builds[0]["version"]) if builds else None
 
 
 def _archive_file(

@@ -39,20 +39,20 @@ with the arguments as they are), and the hub plugin registers them.
 
 from __future__ import annotations
 
+import datetime
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import koji
 import koji.tasks
 from koji.daemon import SCM
-from koji.tasks import ServerExit
 
 from __main__ import BaseBuildTask, BuildImageTask, BuildRoot  # kojid's classes
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.koji import builder as kojibuild
 from koji_hostimage.koji import previous
+from koji_hostimage.koji import rpmlist as rpmlist_mod
 from koji_hostimage.koji.buildroot import BuildrootRunner
 from koji_hostimage.koji.config import DEFAULT_CONFIG_FILE, BuilderConfig, load_builder_config
 from koji_hostimage.koji.options import CHILD_TASK_METHOD, PARENT_TASK_METHOD, with_defaults
@@ -117,13 +117,19 @@ class HostImageBuildTask(BuildImageTask):
             plan = kojibuild.plan_arches(
                 kojibuild.tag_arches(buildconfig), opts["arches"], opts["failable_arches"]
             )
+            kojibuild.check_chroot_mode(buildconfig, opts["engine"] or config.engine)
         except HostImageError as exc:
             raise _build_error(exc) from exc
-        _checked_scm(self, scm_url, scratch)
+        scm = _checked_scm(self, scm_url, scratch)
         repo_info = self.getRepo(build_tag)
 
         name = opts["name"] or kojibuild.default_name(treefile)
-        version = opts["version"] or time.strftime("%Y%m%d", time.gmtime())
+        try:
+            version = opts["version"] or self._next_version(
+                scm, treefile, name, target_info, plan.arches[0]
+            )
+        except HostImageError as exc:
+            raise _build_error(exc) from exc
         release = opts["release"] or self.session.getNextRelease(
             {"name": name, "version": version}
         )
@@ -158,7 +164,7 @@ class HostImageBuildTask(BuildImageTask):
                 self.session.host.moveImageBuildToScratch(self.id, results)
             else:
                 self.session.host.completeImageBuild(self.id, bld_info["id"], results)
-        except (SystemExit, ServerExit, KeyboardInterrupt):
+        except kojibuild.TASK_ENDING:
             raise  # kojid handles these itself (cancel, shutdown)
         except Exception:
             if bld_info:
@@ -176,6 +182,23 @@ class HostImageBuildTask(BuildImageTask):
             self.wait(tag_task_id)
 
         return kojibuild.result_message(list(subtasks.values()), None if scratch else bld_info)
+
+    def _next_version(self, scm, treefile, name, target_info, arch) -> str:
+        """The treefile's automatic-version-prefix numbered on from the latest tagged
+        build (kojibuild.next_build_version); the checkout only reads the treefile."""
+        checkout = Path(self.workdir) / "checkout"
+        checkout.mkdir(parents=True, exist_ok=True)
+        srcdir = scm.checkout(str(checkout), self.session, self.getUploadDir(),
+                              str(Path(self.workdir) / "checkout-version.log"))
+        keys = kojibuild.treefile_version_keys(Path(srcdir), treefile, arch)
+        last = previous.latest_version(self.session, target_info["dest_tag"], name)
+        version = kojibuild.next_build_version(
+            keys, last, datetime.datetime.now(datetime.UTC),
+            taken=lambda v: self.session.getNextRelease({"name": name, "version": v}) != "1",
+        )
+        self.logger.info("version %s (after %s, prefix %s)", version, last,
+                         keys.get("automatic-version-prefix", "the date"))
+        return version
 
 
 class CreateHostImageTask(BaseBuildTask):
@@ -195,15 +218,22 @@ class CreateHostImageTask(BaseBuildTask):
         self.task_log = Path(self.workdir) / "hostimage-task.log"
         self.pipeline_workdir: Path | None = None
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        cancelled = False
         try:
             with kojibuild.task_log(self.task_log):
                 imgdata = self._create_logged(
                     name, version, release, target_info, build_tag, repo_info, scm_url,
                     treefile
                 )
+        except kojibuild.TASK_ENDING:
+            # Cancelled (or kojid stopping): the hub no longer lets this host upload to
+            # the task or change its buildroot ("host N does not own task M").
+            cancelled = True
+            raise
         finally:
-            logs = self._upload_logs()
-            self._expire()
+            logs = [] if cancelled else self._upload_logs()
+            if not cancelled:
+                self._expire()
         imgdata["logs"] = logs
         return imgdata
 
@@ -211,8 +241,9 @@ class CreateHostImageTask(BaseBuildTask):
         """``_create``, with its outcome in the task log (the log is closed after this)."""
         try:
             return self._create(*args)
-        except (SystemExit, ServerExit, KeyboardInterrupt):
-            logger.error("%s %s: cancelled", self.nvr, self.arch)
+        except kojibuild.TASK_ENDING:
+            logger.warning("%s %s: stopped (task cancelled or kojid stopping)", self.nvr,
+                           self.arch)
             raise
         except HostImageError as exc:
             logger.error("%s %s failed: %s", self.nvr, self.arch, exc)
@@ -233,7 +264,7 @@ class CreateHostImageTask(BaseBuildTask):
         base_image = kojibuild.fetch_base_image(
             self.opts["base_image"], self.config.base_image, arch, Path(self.workdir)
         )
-        previous_archives = self._previous_archives(name, target_info)
+        earlier = self._previous_builds(name, target_info)
         broot = self._buildroot(build_tag, repo_info)
         self.names = kojibuild.upload_names(self.nvr, arch, broot.id)
 
@@ -255,23 +286,25 @@ class CreateHostImageTask(BaseBuildTask):
             opts=self.opts, config=self.config, treefile=treefile_path,
             output_dir=Path(self.workdir) / "output", workdir=self.pipeline_workdir,
             arch=arch, name=name, version=version, release=str(release),
-            koji_repo=koji_repo, previous=previous_archives, base_image=base_image,
+            koji_repo=koji_repo, previous=earlier.deltas, seed=earlier.seed,
+            base_image=base_image,
             source=Source(scm_url=scm_url, revision=_revision(scm), treefile=treefile),
+            source_root=Path(srcdir),
             runner=BuildrootRunner(
                 broot, timeout=self.config.compose_timeout, cancel_grace=self.config.cancel_grace
             ),
         )
         result = build_host_image(request)
         names = self.names
+        uploads = kojibuild.output_uploads(result, names, f"{self.nvr} {arch}")
+        rpmlist = rpmlist_mod.rpmlist_from_manifest(result.manifest)
+        if not scratch:
+            # kojihub's import would refuse these only after the upload: check first.
+            self._check_rpmlist(broot, rpmlist, target_info["build_tag_name"])
         files = []
-        for path, remote in kojibuild.output_uploads(result, names, f"{self.nvr} {arch}"):
+        for path, remote in uploads:
             self.uploadFile(str(path), remoteName=remote)
             files.append(remote)
-
-        rpmlist = kojibuild.rpmlist_from_manifest(result.manifest)
-        if not scratch:
-            # kojid's way (kiwi does the same): external repo RPMs get their origin.
-            broot.markExternalRPMs(rpmlist)
         logger.info(
             "%s %s: commit %s, %d packages", self.nvr, arch, result.manifest.commit, len(rpmlist)
         )
@@ -280,12 +313,27 @@ class CreateHostImageTask(BaseBuildTask):
             names=names, files=files, logs=[], rpmlist=rpmlist, manifest=result.manifest,
         )
 
+    def _check_rpmlist(self, broot, rpmlist, build_tag_name) -> None:
+        """Give external rpms their origin as kojid does (kiwi too), then refuse rpms
+        kojihub's importImageInternal would refuse, with the whole list."""
+        no_origin = rpmlist_mod.mark_external_rpms(broot.markExternalRPMs, rpmlist)
+        if no_origin:
+            logger.info("not from the build tag's repos: %s", ", ".join(no_origin))
+        missing, mismatched = rpmlist_mod.unknown_rpms(rpmlist, self._get_rpms)
+        rpmlist_mod.check_rpms_known(missing, mismatched, build_tag_name)
+
+    def _get_rpms(self, queries):
+        """``getRPM`` for each query, in one multicall (koji.ClientSession.multicall)."""
+        with self.session.multicall(batch=1000) as multicall:
+            calls = [multicall.getRPM(query) for query in queries]
+        return [call.result for call in calls]
+
     def _buildroot(self, build_tag, repo_info):
         buildconfig = self.session.getBuildConfig(build_tag, event=repo_info.get("create_event"))
+        kojibuild.check_chroot_mode(buildconfig, self.opts["engine"] or self.config.engine)
         broot = BuildRoot(
             self.session, self.options, build_tag, self.arch, self.id,
             repo_id=repo_info["id"], install_group=self.config.install_group, setup_dns=True,
-            bind_opts=kojibuild.buildroot_bind_opts(buildconfig),
         )
         self.broot = broot
         broot.workdir = self.workdir
@@ -295,9 +343,9 @@ class CreateHostImageTask(BaseBuildTask):
         broot.init()
         return broot
 
-    def _previous_archives(self, name, target_info) -> list[Path]:
+    def _previous_builds(self, name, target_info) -> previous.PreviousBuilds:
         plan = previous.delta_plan(self.opts["delta_from"], self.config.delta_from)
-        return previous.previous_archives(
+        return previous.previous_builds(
             self.session,
             plan,
             name=name,

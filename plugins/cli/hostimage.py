@@ -16,6 +16,7 @@ from optparse import OptionParser
 from typing import Any
 
 import koji
+import koji.tasks
 from koji.plugin import export_cli
 from koji_cli.lib import (
     _running_in_bg,
@@ -29,6 +30,37 @@ from koji_hostimage.koji import options as hostimage_options
 
 # koji's build command runs --background builds at this priority, relative to the default.
 BACKGROUND_PRIORITY = 5
+
+
+def _register_task_params() -> None:
+    """Teach this koji command the two task methods' parameters.
+
+    koji.taskLabel (watch-task, list-tasks) parses requests with
+    koji.tasks.parse_task_params, which only knows methods in LEGACY_SIGNATURES; and
+    `koji taskinfo` prints "Request Parameters" only for methods koji_cli.commands
+    ``_do_parseTaskParams`` names. Koji loads CLI plugins before running any command, so
+    registering here covers every command of this process.
+    """
+    for method, signature in hostimage_options.policy_signatures().items():
+        koji.tasks.LEGACY_SIGNATURES.setdefault(method, signature)
+    try:
+        from koji_cli import commands
+    except ImportError:  # an older koji_cli layout: labels still work
+        return
+    original = getattr(commands, "_do_parseTaskParams", None)
+    if original is None or getattr(original, "hostimage_wrapped", False):
+        return
+
+    def parse_task_params(session, method, task_id, topdir):
+        if method in hostimage_options.TASK_METHODS:
+            return hostimage_options.task_param_lines(method, session.getTaskRequest(task_id))
+        return original(session, method, task_id, topdir)
+
+    parse_task_params.hostimage_wrapped = True
+    commands._do_parseTaskParams = parse_task_params
+
+
+_register_task_params()
 
 
 @export_cli
@@ -104,7 +136,8 @@ def _option_parser(goptions: Any) -> OptionParser:
     parser.add_option("--name", help="Override the image name (default: from the treefile)")
     parser.add_option(
         "--version",
-        help="Override the version (default: the UTC date, YYYYMMDD)",
+        help="Override the version (default: the treefile's automatic-version-prefix, or"
+        " the UTC date YYYYMMDD, numbered on from the latest build: YYYYMMDD.0, .1, ...)",
     )
     parser.add_option("--release", help="Override the release (default: the next free one)")
     parser.add_option(
@@ -113,8 +146,21 @@ def _option_parser(goptions: Any) -> OptionParser:
         dest="repos",
         default=[],
         metavar="URL",
-        help="Add a package repository URL ($arch and $basearch are substituted). May be"
-        " used multiple times",
+        help="Compose from this package repository URL instead of the build tag's repo"
+        " ($arch and $basearch are substituted). May be used multiple times",
+    )
+    parser.add_option(
+        "--use-buildroot-repo",
+        action="store_true",
+        default=None,
+        help="Read the build tag's repo as well as the --repo ones (default: only"
+        " without --repo)",
+    )
+    parser.add_option(
+        "--no-buildroot-repo",
+        action="store_false",
+        dest="use_buildroot_repo",
+        help="Never read the build tag's repo, only --repo and the treefile's own repos",
     )
     parser.add_option(
         "--base-image",
@@ -189,6 +235,8 @@ def _task_opts(parser: OptionParser, build_opts: Any) -> dict[str, Any]:
             opts[key] = value
     if build_opts.repos:
         opts["repo"] = list(build_opts.repos)
+    if build_opts.use_buildroot_repo is not None:
+        opts["use_buildroot_repo"] = build_opts.use_buildroot_repo
     if build_opts.delta_from:
         opts["delta_from"] = _delta_from(parser, build_opts.delta_from)
     problems = hostimage_options.option_errors(opts)

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """STAND-INS for a Koji hub as the koji CLI sees it; used only by tests/test_cli_plugin.py.
 
-- ``StandInHub``: the hub's answers to the calls the ``hostimage-build`` command and
-  koji_cli's ``watch_tasks`` make (hostImageBuild, getTaskInfo, getTaskChildren,
-  getTaskResult, getHost, listTaskOutput, logout, getAPIVersion), with scripted task
+- ``StandInHub``: the hub's answers to the calls the ``hostimage-build`` command,
+  koji_cli's ``watch_tasks`` and ``koji taskinfo`` make (hostImageBuild, getTaskInfo,
+  getTaskChildren, getTaskResult, getTaskRequest, getHost, getUser, listBuildroots,
+  listBuilds, listTaskOutput, logout, getAPIVersion), with scripted task
   states, recording every call. Errors are real koji exceptions, worded as kojihub words
   them (e.g. ``Invalid method: NAME`` from kojixmlrpc's HandlerRegistry.get).
 - ``StandInSession``: a StandInHub used in-process in place of koji.ClientSession.
@@ -55,6 +56,9 @@ class ScriptedTask:
             "waiting": None,
             "awaited": None,
             "weight": 1.0,
+            "create_ts": 1764680400.0,
+            "start_ts": None,
+            "completion_ts": None,
         }
 
 
@@ -123,6 +127,19 @@ class StandInHub:
 
     def rpc_listTaskOutput(self, taskID, stat=False, all_volumes=False, strict=False):  # noqa: N802, N803
         return {f"compose-{self.tasks[taskID].arch}.log": ["DEFAULT"]} if all_volumes else []
+
+    # what `koji taskinfo` (koji_cli.commands._printTaskInfo) asks
+    def rpc_getTaskRequest(self, taskId):  # noqa: N802, N803
+        return self.tasks[taskId].request
+
+    def rpc_listBuildroots(self, taskID=None, **kwargs):  # noqa: N802, N803
+        return []
+
+    def rpc_listBuilds(self, taskID=None, **kwargs):  # noqa: N802, N803
+        return []
+
+    def rpc_getUser(self, userInfo=None, strict=False, krb_princs=True, groups=False):  # noqa: N802, N803
+        return {"id": userInfo, "name": "alice"}
 
     def rpc_logout(self, session_id=None):
         return None
