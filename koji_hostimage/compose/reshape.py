@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from koji_hostimage.errors import ComposeError
+from koji_hostimage.treefile.keys import effective
 from koji_hostimage.treefile.load import Treefile
 
 from .rpmdb import RPMDB_DIR
@@ -76,7 +77,7 @@ def reshape_for_ostree(
     for leftover in _DNF_LEFTOVERS:
         remove_tree(install_root / leftover)
     _prepare_rootfs(install_root, rootfs, layout)
-    _init_rootfs(rootfs, tmp_is_dir=bool(treefile.data.get("tmp-is-dir", False)))
+    _init_rootfs(rootfs, tmp_is_dir=bool(effective(treefile.data, "tmp-is-dir")))
     _move_etc(install_root, rootfs)
     _place_rpmdb(rootfs)
     _place_kernel(treefile, rootfs, layout)
@@ -186,8 +187,9 @@ def _place_kernel(treefile: Treefile, rootfs: Path, layout: TreeLayout) -> None:
     if not layout.has_initramfs:
         log.warning("dnf: no initramfs.img for kernel %s (this engine does not run dracut)",
                     kver)
-    if treefile.data.get("boot-location") == "new":
-        # The older layout: copies under /usr/lib/ostree-boot as well.
+    if effective(treefile.data, "boot-location") == "new":
+        # rpm-ostree's default (BootLocation::New): kernel data goes in
+        # /usr/lib/ostree-boot in addition to /usr/lib/modules (docs/treefile.md).
         ostree_boot = rootfs / "usr/lib/ostree-boot"
         ostree_boot.mkdir(parents=True, exist_ok=True)
         shutil.copy2(modules / kver / "vmlinuz", ostree_boot / f"vmlinuz-{kver}")

@@ -18,8 +18,9 @@ from typing import Any
 from koji_hostimage.errors import TreefileError
 from koji_hostimage.fsutil import write_atomic
 
-from .load import CHECK_FILE_KEYS, Treefile, relative_to
-from .repos import RepoSource, repo_metadata_checksum, write_repo_file
+from .conditions import RESERVED_VARIABLES
+from .load import CHECK_FILE_KEYS, FINALIZE_D, Treefile, relative_to
+from .repos import RepoSource, repo_checksum, write_repo_file
 
 
 def canonical_json(data: Any) -> bytes:
@@ -27,7 +28,8 @@ def canonical_json(data: Any) -> bytes:
 
 
 def input_hash(treefile: Treefile, repos: Sequence[RepoSource]) -> str:
-    """sha256 over the resolved treefile, every file read and each repo's repomd.xml.
+    """sha256 over the resolved treefile, every file read and each repo (its repomd.xml
+    checksum, see ``repos.repo_checksum``, and its definition: gpgcheck and the like).
 
     File paths enter relative to the top-level treefile's directory, so two checkouts of
     the same sources in different places hash the same.
@@ -40,7 +42,7 @@ def input_hash(treefile: Treefile, repos: Sequence[RepoSource]) -> str:
         hasher.update(b"file\0" + name + b"\0" + str(len(content)).encode() + b"\0" + content)
     for repo in sorted(repos, key=lambda r: r.name):
         try:
-            checksum = repo_metadata_checksum(repo.baseurl)
+            checksum = repo_checksum(repo)
         except TreefileError as exc:
             raise TreefileError(
                 treefile.path,
@@ -48,7 +50,8 @@ def input_hash(treefile: Treefile, repos: Sequence[RepoSource]) -> str:
                 f"repo {repo.name!r} ({repo.origin or 'given'}) to be a readable rpm-md repo",
                 exc.got,
             ) from None
-        hasher.update(b"repo\0" + repo.name.encode() + b"\0" + checksum.encode() + b"\0")
+        hasher.update(b"repo\0" + repo.name.encode() + b"\0" + checksum.encode() + b"\0"
+                      + canonical_json(repo.options) + b"\0")
     return hasher.hexdigest()
 
 
@@ -67,7 +70,8 @@ def flatten_for_rpm_ostree(
     rpm-ostree then sees exactly what we hashed, including the extra repos Koji or pungi
     gave: ``repos`` lists every repo id, and the repo file sits beside the treefile, where
     rpm-ostree looks. External files (postprocess script, add-files, check-passwd and
-    check-groups files) are copied in: rpm-ostree joins their names onto this directory.
+    check-groups files, finalize.d scripts) are copied in: rpm-ostree joins their names
+    onto this directory.
     Returns the treefile's path.
     """
     dest_dir = Path(dest_dir)
@@ -76,6 +80,21 @@ def flatten_for_rpm_ostree(
         stale.unlink()
     data = json.loads(json.dumps(treefile.data))
     data["repos"] = [repo.name for repo in repos]
+    # Includes, arch-includes and conditional-includes are merged already and variables
+    # expanded; rpm-ostree refuses basearch/releasever among ``variables`` (reserved).
+    user_vars = {k: v for k, v in data.pop("variables", {}).items()
+                 if k not in RESERVED_VARIABLES}
+    if user_vars:
+        data["variables"] = user_vars
+    finalize = treefile.externals.get(FINALIZE_D, {})
+    stale = dest_dir / FINALIZE_D
+    if stale.is_dir():
+        shutil.rmtree(stale)
+    if finalize:
+        # rpm-ostree finds finalize.d/ beside the treefile (treefile_parse).
+        stale.mkdir()
+        for name, source in finalize.items():
+            shutil.copy2(source, stale / name)  # keeps the executable bit
     script = treefile.postprocess_script
     if script is not None:
         shutil.copy2(script, dest_dir / "postprocess-script")  # keeps the executable bit

@@ -3,89 +3,85 @@
 
 The semantics follow rpm-ostree's own loader (coreos/rpm-ostree ``rust/src/treefile.rs``):
 
-- ``treefile_parse_recurse``: a file's ``include`` (string or list) and then its
-  ``arch-include[basearch]`` are loaded relative to the including file and merged into it,
-  one after the other; a file may be read only once (rpm-ostree refuses any repeat with
-  "Include loop detected"), and the depth is capped at ``INCLUDE_MAXDEPTH`` = 50.
+- ``treefile_parse_recurse``: a file's ``variables`` are folded into those seen so far
+  (the earlier ones win); then its ``conditional-include`` conditions are evaluated
+  against them (conditions.py), inline treefiles of the matching entries merged at once;
+  then its ``include`` (string or list), ``arch-include[basearch]`` and the files of the
+  matching ``conditional-include`` entries are loaded relative to the including file and
+  merged into it, in that order. A file may be read only once ("Include loop
+  detected"); a file at depth ``INCLUDE_MAXDEPTH`` = 50 (the top-level one is depth 0)
+  may not include another ("Reached maximum include depth").
 - ``treefile_merge``: for "basic" (scalar) fields the includer wins (``merge_basic_field``);
   vector fields are concatenated, the included file's items first (``merge_vec_field``);
   map fields are merged like ``dict.update`` with the includer winning
   (``merge_map_field``); ``packages`` is a set (``merge_hashset_field`` over a BTreeSet),
-  so it ends up sorted and without duplicates.
-- ``treefile_parse_stream`` / ``take_archful_pkgs``: each file's ``packages-$basearch``
-  is folded into its ``packages`` before merging; items are split on whitespace
-  (``whitespace_split_packages``).
-- ``substitute_vars``: ``${basearch}`` and ``${releasever}`` are expanded once the whole
-  tree is merged (we expand them in every string value; unknown ``${vars}`` stay as they are).
-
-Unknown keys pass through untouched (rpm-ostree knows more keys than we do).
+  so it ends up sorted and without duplicates. ``treefile_merge_externals``: the
+  includer's postprocess-script and check files win, add-files append, finalize.d
+  scripts are merged by name.
+- ``treefile_parse_stream`` / ``take_archful_pkgs``: each file's ``packages-$ARCH`` (any
+  ARCH) is checked and the one of basearch folded into its ``packages``; items are split
+  on whitespace unless single-quoted (``split_whitespace_unless_quoted``; an unterminated
+  quote is an error); unknown keys of YAML files are refused (keys.py).
+- ``treefile_parse``: ``finalize.d/`` beside each treefile: its regular files with the
+  user-executable bit, by name.
+- ``substitute_vars``: ``${var}`` expanded once the whole tree is merged, in the fields
+  rpm-ostree lists only (conditions.py).
 
 Every file a treefile names is confined to a source root (the SCM checkout in Koji; by
-default the top-level treefile's directory): the top-level file, ``include``,
-``arch-include``, ``postprocess-script``, ``add-files`` sources and ``check-passwd`` /
-``check-groups`` of ``type: file`` must resolve, symlinks followed, inside it. rpm-ostree
-itself joins each name onto the naming file's directory (``Path::join`` in
-``treefile_parse_recurse``, ``with_file_name`` in ``treefile_parse``, ``load_passwd_file``),
-so an absolute name or ``../`` reads anything on the builder; we refuse those before
-opening them, so builder files cannot end up in a published image.
+default the top-level treefile's directory): the top-level file, every include,
+``postprocess-script``, ``add-files`` sources, ``check-passwd`` / ``check-groups`` of
+``type: file`` and ``finalize.d`` scripts must resolve, symlinks followed, inside it.
+rpm-ostree itself joins each name onto the naming file's directory (``Path::join`` in
+``treefile_parse_recurse``, ``with_file_name`` in ``treefile_parse``,
+``load_passwd_file``), so an absolute name or ``../`` reads anything on the builder; we
+refuse those before opening them, so builder files cannot end up in a published image.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from koji_hostimage.errors import TreefileError
 
+from .conditions import VarValue, check_variables, conditions_match, substitute_vars
+from .document import describe, read_document
+from .keys import BOOT_LOCATIONS, check_keys, check_types, is_arch_packages
+
 log = logging.getLogger(__name__)
+_read_document = read_document  # one name to patch in tests: every document read
 
-KNOWN_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x", "i686", "armhfp")
 INCLUDE_MAXDEPTH = 50  # rpm-ostree's INCLUDE_MAXDEPTH
-
-# rpm-ostree's BootLocation enum (serde kebab-case): New, Modules, KernelInstall.
-BOOT_LOCATIONS = ("new", "modules", "kernel-install")
+FINALIZE_D = "finalize.d"  # rpm-ostree's FINALIZE_D
+_ARCH_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 # Fields treefile_merge() treats as vectors (concatenated, included items first).
 VEC_FIELDS = frozenset(
     {
-        "repos",
-        "lockfile-repos",
-        "exclude-packages",
-        "ostree-layers",
-        "ostree-override-layers",
-        "install-langs",
-        "initramfs-args",
-        "units",
-        "etc-group-members",
-        "postprocess",
-        "add-files",
-        "remove-files",
-        "remove-from-packages",
-        "repo-packages",
-        "cliwrap-binaries",
+        "repos", "lockfile-repos", "exclude-packages", "ostree-layers",
+        "ostree-override-layers", "install-langs", "initramfs-args", "units",
+        "etc-group-members", "postprocess", "add-files", "remove-files",
+        "remove-from-packages", "repo-packages", "cliwrap-binaries", "ex-override-replace",
     }
 )
 # Fields treefile_merge() treats as sets (union, sorted).
 SET_FIELDS = frozenset(
-    {"packages", "bootstrap-packages", "ignore-removed-users", "ignore-removed-groups"}
+    {"packages", "bootstrap-packages", "ignore-removed-users", "ignore-removed-groups",
+     "override-remove"}
 )
 # Fields treefile_merge() treats as maps (dict.update, includer wins).
-MAP_FIELDS = frozenset({"add-commit-metadata", "variables", "metadata", "repovars"})
+MAP_FIELDS = frozenset({"add-commit-metadata", "variables", "metadata", "repovars",
+                        "packages-local", "packages-local-fileoverride",
+                        "override-replace-local"})
 
-_STRING_LIST_KEYS = ("packages", "repos", "exclude-packages", "units")
-_STRING_KEYS = ("automatic-version-prefix", "default-target", "postprocess-script")
 # rpm-ostree's CheckPasswd / CheckGroups: with ``type: file`` they name a file
 # (``CheckFile.filename``) that ``treefile_parse`` opens via ``load_passwd_file``.
 CHECK_FILE_KEYS = ("check-passwd", "check-groups")
-
-_VAR_RE = re.compile(r"\$\{(basearch|releasever)\}")
 
 
 @dataclass
@@ -96,7 +92,7 @@ class Treefile:
     files: list[Path] = field(default_factory=list)  # every file read, top-level first
     # External files by the key that names them: "postprocess-script", "check-passwd",
     # "check-groups" -> absolute path; "add-files" -> list of absolute source paths, in the
-    # order of data["add-files"].
+    # order of data["add-files"]; "finalize.d" -> {script name: absolute path}.
     externals: dict[str, Any] = field(default_factory=dict)
     # Every file read must resolve inside this directory (resolved); None: the directory.
     root: Path | None = None
@@ -114,6 +110,10 @@ class Treefile:
         return list(self.data.get("repos", []))
 
     @property
+    def variables(self) -> dict[str, VarValue]:
+        return dict(self.data.get("variables", {}))
+
+    @property
     def directory(self) -> Path:
         return self.path.parent
 
@@ -124,6 +124,10 @@ class Treefile:
     @property
     def postprocess_script(self) -> Path | None:
         return self.externals.get("postprocess-script")
+
+    @property
+    def finalize_d(self) -> dict[str, Path]:
+        return dict(self.externals.get(FINALIZE_D, {}))
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,27 +142,44 @@ class _Parsed:
     postprocess_script: Path | None = None
     add_files: list[Path] = field(default_factory=list)
     checks: dict[str, Path] = field(default_factory=dict)  # check-passwd/-groups files
+    finalize_d: dict[str, Path] = field(default_factory=dict)
 
 
-def load_treefile(path: Path, basearch: str, root: Path | None = None) -> Treefile:
+@dataclass
+class _Walk:
+    """State shared by one load: the root, files read, devices seen, variables."""
+
+    basearch: str
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    seen: dict[tuple[int, int], Path] = field(default_factory=dict)
+    variables: dict[str, VarValue] = field(default_factory=dict)
+
+
+def load_treefile(path: Path, basearch: str, root: Path | None = None,
+                  variables: dict[str, VarValue] | None = None) -> Treefile:
     """Load ``path`` for ``basearch``: includes merged, arch keys folded, vars expanded.
 
     Every file it names must resolve inside ``root`` (default: the directory of ``path``),
-    ``path`` itself included; see the module docstring.
+    ``path`` itself included; see the module docstring. ``variables`` are initial values
+    (rpm-ostree's ``Treefile::new_boxed`` takes them too); the treefiles' own do not
+    override them.
     """
     path = Path(path).absolute()
-    if basearch not in KNOWN_ARCHES:
-        raise TreefileError(path, None, f"a basearch among {', '.join(KNOWN_ARCHES)}", basearch)
+    if not isinstance(basearch, str) or not _ARCH_RE.match(basearch):
+        raise TreefileError(path, None, "a basearch of letters, digits and _", repr(basearch))
     source_root = _source_root(path, root)
     confine(source_root, path, None, path, path)
-    files: list[Path] = []
-    parsed = _parse_recursive(
-        path, basearch, source_root, chain=[], seen={path.resolve()}, files=files
-    )
+    walk = _Walk(basearch=basearch, root=source_root, variables=dict(variables or {}))
+    if not path.is_file():
+        raise TreefileError(path, None, "an existing treefile", "no such file")
+    parsed = _parse_recursive(path, walk, depth=0)
     data = parsed.data
     _validate_merged(path, data)
     data["packages"] = sorted(set(data["packages"]))  # a set in rpm-ostree (BTreeSet)
-    data = _substitute(data, variables(basearch, data))
+    data["variables"] = dict(sorted(walk.variables.items()))
+    substitute_vars(path, data, walk.variables)
+    files = walk.files
     externals: dict[str, Any] = {}
     if parsed.postprocess_script is not None:
         externals["postprocess-script"] = parsed.postprocess_script
@@ -179,6 +200,9 @@ def load_treefile(path: Path, basearch: str, root: Path | None = None) -> Treefi
             externals[key] = source
             files.append(source)
             data[key] = {**data[key], "filename": relative_to(source, path.parent)}
+    if parsed.finalize_d:
+        externals[FINALIZE_D] = dict(sorted(parsed.finalize_d.items()))
+        files.extend(externals[FINALIZE_D].values())
     log.debug("loaded treefile %s for %s from %d file(s)", path, basearch, len(files))
     return Treefile(path=path, basearch=basearch, data=data, files=files, externals=externals,
                     root=source_root)
@@ -202,69 +226,125 @@ def confine(root: Path, referrer: Path, key: str | None, name: str | Path, targe
     opens whatever ``Path::join`` gives), so this is ours.
     """
     try:
-        resolved = target.resolve()
+        resolved = target.resolve(strict=False)
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
-        raise TreefileError(referrer, key, f"a path inside {root}", f"{str(name)!r}: {exc}"
+        why = "a symlink loop" if isinstance(exc, RuntimeError) or getattr(
+            exc, "errno", None) == 40 else str(exc)
+        raise TreefileError(referrer, key, f"a path inside {root}", f"{str(name)!r}: {why}"
                             ) from None
     if not resolved.is_relative_to(root):
         raise TreefileError(referrer, key, f"a path inside {root}",
                             f"{str(name)!r} (resolves to {resolved})")
 
 
-def _parse_recursive(
-    path: Path, basearch: str, root: Path, chain: list[Path], seen: set[Path],
-    files: list[Path]
-) -> _Parsed:
-    """rpm-ostree's ``treefile_parse_recurse``: includes first, then arch-include."""
-    parsed = _parse_file(path, basearch, root)
-    files.append(path)
-    includes = [
-        ("include", name)
-        for name in _include_list(path, parsed.data.pop("include", None), "include")
-    ]
-    includes += [
-        (f"arch-include.{basearch}", name)
-        for name in _arch_includes(path, parsed.data.pop("arch-include", None), basearch)
-    ]
-    here = [*chain, path]
+def _devino(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise TreefileError(path, None, "an existing treefile", "no such file") from None
+    except OSError as exc:
+        raise TreefileError(path, None, "a readable treefile", exc.strerror or str(exc)
+                            ) from None
+    return (info.st_dev, info.st_ino)
+
+
+def _check_include(includer: Path, key: str, target: Path, chain: list[Path],
+                   walk: _Walk) -> None:
+    """``treefile_parse``'s "Include loop detected": no file is read twice (by device and
+    inode); a cycle is reported as one."""
+    if not target.is_file():
+        raise TreefileError(includer, key, "an existing treefile", f"{target} (no such file)")
+    devino = _devino(target)
+    if devino not in walk.seen:
+        return
+    chain_ids = [_devino(p) for p in chain]
+    if devino in chain_ids:
+        loop = " -> ".join(str(p) for p in [*chain[chain_ids.index(devino):], target])
+        raise TreefileError(includer, key, "no include cycle", f"cycle {loop}")
+    raise TreefileError(includer, key, "each file included only once",
+                        f"{target} was already included")
+
+
+def _parse_recursive(path: Path, walk: _Walk, depth: int,
+                     chain: tuple[Path, ...] = ()) -> _Parsed:
+    """rpm-ostree's ``treefile_parse_recurse``; see the module docstring."""
+    parsed = _parse_file(path, walk)
+    data = parsed.data
+    includes = [("include", name) for name in _include_list(path, data.pop("include", None),
+                                                            "include")]
+    # fold in this file's variables: the ones seen so far win (BTreeMap::append)
+    own = check_variables(path, data.pop("variables", None))
+    own["basearch"] = walk.basearch
+    if "releasever" in data:
+        own["releasever"] = data["releasever"]
+    walk.variables = {**own, **walk.variables}
+    arch_includes = data.pop("arch-include", None) or {}
+    for arch, value in arch_includes.items():
+        names = _include_list(path, value, f"arch-include.{arch}")
+        if arch == walk.basearch:
+            includes += [(f"arch-include.{arch}", name) for name in names]
+    for index, entry in enumerate(data.pop("conditional-include", None) or []):
+        key = f"conditional-include[{index}]"
+        if not (isinstance(entry, dict) and set(entry) == {"if", "include"}):
+            raise TreefileError(path, key, "a mapping with exactly the keys if and include",
+                                describe(entry))
+        if not conditions_match(path, f"{key}.if", entry["if"], walk.variables):
+            continue
+        target = entry["include"]
+        if isinstance(target, dict):  # IncludeFilesOrInlined::Inlined
+            _merge(parsed, _inline(path, f"{key}.include", target, walk))
+        else:
+            includes += [(f"{key}.include", name)
+                         for name in _include_list(path, target, f"{key}.include")]
     for key, name in includes:
+        if depth == INCLUDE_MAXDEPTH:
+            raise TreefileError(path, key, f"at most {INCLUDE_MAXDEPTH} levels of includes",
+                                f"{name!r} at depth {depth + 1}")
         target = (path.parent / name).absolute()  # Path::join: an absolute name wins
-        confine(root, path, key, name, target)
-        _check_include(path, key, target, here, seen)
-        if len(here) >= INCLUDE_MAXDEPTH:
-            raise TreefileError(
-                path, key, f"at most {INCLUDE_MAXDEPTH} levels of includes", f"{len(here)} levels"
-            )
-        seen.add(target.resolve())
-        included = _parse_recursive(target, basearch, root, here, seen, files)
+        confine(walk.root, path, key, name, target)
+        _check_include(path, key, target, [*chain, path], walk)
+        included = _parse_recursive(target, walk, depth + 1, (*chain, path))
         _merge(parsed, included)
     return parsed
 
 
-def _check_include(
-    includer: Path, key: str, target: Path, chain: list[Path], seen: set[Path]
-) -> None:
-    resolved = target.resolve()
-    chain_resolved = [p.resolve() for p in chain]
-    if resolved in chain_resolved:
-        start = chain_resolved.index(resolved)
-        loop = " -> ".join(str(p) for p in [*chain[start:], target])
-        raise TreefileError(includer, key, "no include cycle", f"cycle {loop}")
-    if resolved in seen:
-        # rpm-ostree refuses any file included twice ("Include loop detected").
-        raise TreefileError(
-            includer, key, "each file included only once", f"{target} was already included"
-        )
-    if not target.is_file():
-        raise TreefileError(includer, key, "an existing treefile", f"{target} (no such file)")
-
-
-def _parse_file(path: Path, basearch: str, root: Path) -> _Parsed:
-    """rpm-ostree's ``treefile_parse``: one file, its arch packages and external files."""
-    data = _read_document(path)
+def _inline(path: Path, key: str, data: dict[str, Any], walk: _Walk) -> _Parsed:
+    """An inline treefile of a conditional-include: checked like a file's content."""
+    data = dict(data)
+    check_keys(path, data, is_json=path.suffix.lower() == ".json", where=f"{key}.")
+    check_types(path, data, where=f"{key}.")
+    for nested in ("include", "arch-include", "conditional-include", "variables"):
+        if nested in data:
+            raise TreefileError(path, f"{key}.{nested}", "no includes or variables in an "
+                                "inline treefile (rpm-ostree does not process them there)",
+                                describe(data[nested]))
     _validate_file(path, data)
-    _fold_arch_packages(path, data, basearch)
+    _fold_arch_packages(path, data, walk.basearch)
     parsed = _Parsed(data=data)
+    _externals(path, parsed, walk.root)
+    return parsed
+
+
+def _parse_file(path: Path, walk: _Walk) -> _Parsed:
+    """rpm-ostree's ``treefile_parse``: one file, its arch packages and external files."""
+    walk.seen[_devino(path)] = path
+    walk.files.append(path)
+    data = _read_document(path)
+    check_keys(path, data, is_json=path.suffix.lower() == ".json")
+    check_types(path, data)
+    if "basearch" in data and data["basearch"] != walk.basearch:
+        raise TreefileError(path, "basearch", f"{walk.basearch} (cross-composes are not "
+                            "supported)", repr(data["basearch"]))
+    _validate_file(path, data)
+    _fold_arch_packages(path, data, walk.basearch)
+    parsed = _Parsed(data=data)
+    _externals(path, parsed, walk.root)
+    parsed.finalize_d = _finalize_d(path, walk.root)
+    return parsed
+
+
+def _externals(path: Path, parsed: _Parsed, root: Path) -> None:
+    data = parsed.data
     script = data.get("postprocess-script")
     if script is not None:
         parsed.postprocess_script = _external_file(
@@ -282,7 +362,20 @@ def _parse_file(path: Path, basearch: str, root: Path) -> _Parsed:
                 path, key, data[key]["filename"], "an existing file relative to the treefile",
                 root,
             )
-    return parsed
+
+
+def _finalize_d(path: Path, root: Path) -> dict[str, Path]:
+    """``treefile_parse``: regular files with the user-x bit in ``finalize.d/`` beside it."""
+    directory = path.parent / FINALIZE_D
+    if not directory.is_dir():
+        return {}
+    confine(root, path, FINALIZE_D, FINALIZE_D, directory)
+    scripts: dict[str, Path] = {}
+    for entry in sorted(directory.iterdir()):
+        info = entry.lstat()  # DirEntry::metadata: symlinks are not followed
+        if stat.S_ISREG(info.st_mode) and info.st_mode & stat.S_IXUSR:
+            scripts[entry.name] = entry.absolute()
+    return scripts
 
 
 def _names_check_file(value: Any) -> bool:
@@ -297,6 +390,8 @@ def _external_file(treefile: Path, key: str, name: str, expected: str, root: Pat
     ``load_passwd_file`` ``basedir.join(name)``): an absolute ``name`` replaces the
     directory. The result must resolve inside ``root``, checked before anything is opened.
     """
+    if "\0" in name:
+        raise TreefileError(treefile, key, expected, f"{name!r} (a NUL byte)")
     target = (treefile.parent / name).absolute()
     confine(root, treefile, key, name, target)
     if not target.is_file():
@@ -304,123 +399,51 @@ def _external_file(treefile: Path, key: str, name: str, expected: str, root: Pat
     return target
 
 
-def _read_document(path: Path) -> dict[str, Any]:
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise TreefileError(path, None, "a .yaml, .yml or .json treefile", f"suffix {suffix!r}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TreefileError(path, None, "an existing treefile", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TreefileError(path, None, "a readable UTF-8 file", str(exc)) from None
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TreefileError(
-                path, None, "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from None
-    else:
-        try:
-            data = yaml.load(text, Loader=_TreefileLoader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise TreefileError(path, None, "valid YAML", _yaml_problem(exc)) from None
-    if not isinstance(data, dict):
-        raise TreefileError(path, None, "a mapping at the top level", _type_name(data))
-    for key in data:
-        if not isinstance(key, str):
-            raise TreefileError(path, str(key), "string keys", _type_name(key))
-    return data
-
-
-class _TreefileLoader(yaml.SafeLoader):
-    """YAML as serde_yaml reads it for rpm-ostree: dates stay strings, keys are unique."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                continue  # SafeLoader reports unhashable keys itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-# serde_yaml has no timestamp type: "2024-01-01" is a string, not a datetime.date.
-_TreefileLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1} column {mark.column + 1}"
-    return problem
-
-
 def _include_list(path: Path, value: Any, key: str) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and "\0" not in value:
         return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+    if isinstance(value, list) and all(isinstance(v, str) and v and "\0" not in v
+                                       for v in value):
         return list(value)
     raise TreefileError(
-        path, key, "a file name or a non-empty list of file names", _describe(value)
+        path, key, "a file name or a list of file names", describe(value)
     )
-
-
-def _arch_includes(path: Path, value: Any, basearch: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        raise TreefileError(
-            path, "arch-include", "a mapping of basearch to file(s)", _describe(value)
-        )
-    for arch in value:
-        if arch not in KNOWN_ARCHES:
-            raise TreefileError(
-                path,
-                f"arch-include.{arch}",
-                f"a basearch among {', '.join(KNOWN_ARCHES)}",
-                repr(arch),
-            )
-    return _include_list(path, value.get(basearch), f"arch-include.{basearch}")
 
 
 def _fold_arch_packages(path: Path, data: dict[str, Any], basearch: str) -> None:
     """rpm-ostree's ``take_archful_pkgs``: packages-$basearch joins packages, others go."""
-    for key in [k for k in data if k.startswith("packages-")]:
-        arch = key[len("packages-") :]
-        if arch not in KNOWN_ARCHES:
-            raise TreefileError(
-                path,
-                key,
-                f"packages-ARCH with ARCH among {', '.join(KNOWN_ARCHES)}",
-                f"unknown arch {arch!r}",
-            )
+    for key in [k for k in data if is_arch_packages(k)]:
         value = data.pop(key)
-        _expect_string_list(path, key, value)
-        if arch == basearch:
+        if key[len("packages-"):] == basearch:
             data["packages"] = list(data.get("packages") or []) + list(value)
-    if "packages" in data:
-        data["packages"] = _split_packages(data["packages"])
+    for key in ("packages", "bootstrap-packages"):
+        if key in data:
+            data[key] = split_packages(path, key, data[key])
+    if "bootstrap-packages" in data:  # canonicalized into packages by treefile_parse_stream
+        data["packages"] = list(data.get("packages") or []) + data.pop("bootstrap-packages")
 
 
-def _split_packages(items: list[str]) -> list[str]:
-    # whitespace_split_packages: "foo bar" is two packages (quoted items stay whole).
+def split_packages(path: Path, key: str, items: list[str]) -> list[str]:
+    """``whitespace_split_packages`` / ``split_whitespace_unless_quoted``."""
     out: list[str] = []
     for item in items:
-        parts = re.findall(r"'([^']*)'|(\S+)", item)
-        out.extend(quoted or bare for quoted, bare in parts)
+        quoted = False
+        start = 0
+        for index, char in enumerate(item):
+            if char != "'":
+                continue
+            if quoted:
+                out.append(item[start:index])
+            else:
+                out.extend(item[start:index].split())
+            quoted = not quoted
+            start = index + 1
+        if quoted:
+            raise TreefileError(path, key, "package entries with matched single quotes",
+                                f"missing terminating quote: {item!r}")
+        out.extend(item[start:].split())
     return out
 
 
@@ -429,61 +452,43 @@ def _split_packages(items: list[str]) -> list[str]:
 
 
 def _validate_file(path: Path, data: dict[str, Any]) -> None:
-    """Type checks on the keys we know, per file, so errors name the file at fault."""
-    if "ref" in data and not (isinstance(data["ref"], str) and data["ref"].strip()):
-        raise TreefileError(path, "ref", "a non-empty string", _describe(data["ref"]))
-    for key in _STRING_LIST_KEYS:
-        if key in data:
-            _expect_string_list(path, key, data[key])
-    if "releasever" in data:
-        value = data["releasever"]
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise TreefileError(path, "releasever", "a string or an integer", _describe(value))
-    for key in _STRING_KEYS:
-        if key in data and not (isinstance(data[key], str) and data[key]):
-            raise TreefileError(path, key, "a non-empty string", _describe(data[key]))
-    if "add-commit-metadata" in data and not isinstance(data["add-commit-metadata"], dict):
-        raise TreefileError(
-            path, "add-commit-metadata", "a mapping", _describe(data["add-commit-metadata"])
-        )
-    if "documentation" in data and not isinstance(data["documentation"], bool):
-        raise TreefileError(
-            path, "documentation", "a boolean (true or false)", _describe(data["documentation"])
-        )
+    """Checks beyond the types of keys.py, per file, so errors name the file at fault."""
     if "boot-location" in data and data["boot-location"] not in BOOT_LOCATIONS:
-        raise TreefileError(
-            path,
-            "boot-location",
-            f"one of {', '.join(BOOT_LOCATIONS)}",
-            _describe(data["boot-location"]),
-        )
-    for index, item in enumerate(data.get("conditional-include") or []):
-        # We do not resolve conditional-include; rpm-ostree would, reading the names it
-        # lists relative to our flattened copy (treefile_parse_recurse), unconfined.
-        named = item.get("include") if isinstance(item, dict) else None
-        if isinstance(named, (str, list)):
-            raise TreefileError(
-                path, f"conditional-include[{index}].include",
-                "an inline treefile (files named here would not be confined to the source "
-                "root; use include or arch-include)", _describe(named),
-            )
+        raise TreefileError(path, "boot-location", f"one of {', '.join(BOOT_LOCATIONS)}",
+                            describe(data["boot-location"]))
+    if "edition" in data:
+        data["edition"] = str(data["edition"])
+        if data["edition"] not in ("2014", "2024"):
+            raise TreefileError(path, "edition", "2014 or 2024", describe(data["edition"]))
+    if isinstance(data.get("conditional-include"), list) is False and \
+            "conditional-include" in data:
+        raise TreefileError(path, "conditional-include", "a list",
+                            describe(data["conditional-include"]))
+    if "arch-include" in data:
+        for arch in data["arch-include"]:
+            if not _ARCH_RE.match(arch):
+                raise TreefileError(path, f"arch-include.{arch}", "an arch name", repr(arch))
     for key in CHECK_FILE_KEYS:
         value = data.get(key)
         if _names_check_file(value) and not (
             isinstance(value.get("filename"), str) and value["filename"]
         ):
             raise TreefileError(
-                path, f"{key}.filename", "a non-empty string", _describe(value.get("filename"))
+                path, f"{key}.filename", "a non-empty string", describe(value.get("filename"))
             )
     if "add-files" in data:
         value = data["add-files"]
-        if not isinstance(value, list) or not all(
+        if not all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s for s in p)
             for p in value
         ):
             raise TreefileError(
-                path, "add-files", "a list of [source, destination] string pairs", _describe(value)
+                path, "add-files", "a list of [source, destination] string pairs", describe(value)
             )
+    for key in ("add-commit-metadata", "metadata"):
+        for name in data.get(key, {}):
+            if not name:
+                raise TreefileError(path, key, "non-empty keys", repr(name))
 
 
 def _validate_merged(path: Path, data: dict[str, Any]) -> None:
@@ -498,34 +503,13 @@ def _validate_merged(path: Path, data: dict[str, Any]) -> None:
         )
 
 
-def _expect_string_list(path: Path, key: str, value: Any) -> None:
-    if not isinstance(value, list):
-        raise TreefileError(path, key, "a list of strings", _describe(value))
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
-            raise TreefileError(path, f"{key}[{index}]", "a non-empty string", _describe(item))
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (dict, list)) or value is None:
-        return _type_name(value)
-    return f"{_type_name(value)} {value!r}"
-
-
 # ---------------------------------------------------------------------------------------
-# Merging and substitution
+# Merging
 
 
 def _merge(dest: _Parsed, src: _Parsed) -> None:
-    """rpm-ostree's ``treefile_merge``: ``dest`` includes ``src``."""
+    """rpm-ostree's ``treefile_merge`` + ``treefile_merge_externals``: ``dest`` includes
+    ``src``."""
     for key, value in src.data.items():
         mine = dest.data.get(key)
         if key not in dest.data:
@@ -543,6 +527,7 @@ def _merge(dest: _Parsed, src: _Parsed) -> None:
     # treefile_merge_externals: passwd/group are basic values, the includer's wins.
     for key, source in src.checks.items():
         dest.checks.setdefault(key, source)
+    dest.finalize_d.update(src.finalize_d)
 
 
 def _is_string_list(value: Any) -> bool:
@@ -550,20 +535,14 @@ def _is_string_list(value: Any) -> bool:
 
 
 def variables(basearch: str, data: dict[str, Any]) -> dict[str, str]:
-    variables = {"basearch": basearch}
+    """The dnf variables of the .repo files: $basearch, $releasever (and ``repovars``)."""
+    values = {"basearch": basearch}
     if "releasever" in data:
-        variables["releasever"] = str(data["releasever"])
-    return variables
-
-
-def _substitute(value: Any, variables: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return _VAR_RE.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
-    if isinstance(value, list):
-        return [_substitute(v, variables) for v in value]
-    if isinstance(value, dict):
-        return {k: _substitute(v, variables) for k, v in value.items()}
-    return value
+        values["releasever"] = str(data["releasever"])
+    repovars = data.get("repovars")
+    if isinstance(repovars, dict):
+        values.update({str(k): str(v) for k, v in repovars.items()})
+    return values
 
 
 def relative_to(path: Path, base: Path) -> str:
