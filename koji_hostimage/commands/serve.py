@@ -33,22 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (container stop) ends the server the same way as Ctrl-C.
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     with open_tree(args.path) as tree:
         server = HostImageServer(tree, args.bind, args.port, max_connections=args.max_connections)
         # Tests and scripts read this line to learn the port chosen by --port 0.
         log.info("serving %s on %s", args.path, server.url)
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            # SIGTERM (container stop) and Ctrl-C end the loop between two events, not in
+            # the middle of one: every response sent is logged and the log is flushed
+            # before serve_forever() returns.
+            server.request_stop()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.serve_forever()
-        except KeyboardInterrupt:
-            log.info("stopping")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             server.stop()
+        log.info("stopping")
     return 0

@@ -24,6 +24,7 @@ then give the same bytes; GPG signatures carry their own creation time and alway
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -83,20 +84,28 @@ class ExportResult:
 # --- previous builds --------------------------------------------------------------------
 
 
-def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
+def open_previous(path: Path, ref: str, scratch: Path, arch: str | None = None
+                  ) -> PreviousCommit:
     """Find the commit an earlier build shipped.
 
-    ``path`` is an earlier OCI archive (its ``srv/repo`` is extracted under ``scratch``),
-    an unpacked image or content layer holding ``srv/repo``, or a repo dir. The commit is
-    the one on ``ref``; a repo with a single other ref (a renamed stream) is accepted too.
+    ``path`` is an earlier OCI archive (verified against its digests, then its
+    ``srv/repo`` is extracted under ``scratch``), an unpacked image or content layer
+    holding ``srv/repo``, or a repo dir. The commit is the one on ``ref``; a repo with a
+    single other ref (a renamed stream) is accepted too. ``arch`` (a Koji arch): the
+    build this one continues from must be of it, by the archive's OCI config
+    ``architecture`` and by its ``hostimage.json`` ``arch`` (where there is one);
+    ExportError naming both arches otherwise.
     """
     path = Path(path)
     if path.is_file():
-        repo = _extract_archive_repo(path, scratch)
+        repo = _extract_archive_repo(path, scratch, arch)
     elif OSTreeRepo(path).exists():
         repo = path
     elif OSTreeRepo(path / "srv" / "repo").exists():
         repo = path / "srv" / "repo"
+        manifest = path / "srv" / "hostimage.json"
+        if arch and manifest.is_file():
+            _check_arch(path, arch, None, _manifest_arch(path, manifest.read_bytes()))
     else:
         raise ExportError(
             f"{path}: previous build: expected an OCI archive (.oci.tar), an OSTree repo "
@@ -115,16 +124,57 @@ def open_previous(path: Path, ref: str, scratch: Path) -> PreviousCommit:
     return PreviousCommit(path, repo, chosen, str(OSTreeRepo(repo).rev_parse(chosen)))
 
 
-def _extract_archive_repo(archive: Path, scratch: Path) -> Path:
+def _extract_archive_repo(archive: Path, scratch: Path, arch: str | None = None) -> Path:
     # oci_reader.py reads the archive format; imported here so export stays usable without it
     from .oci_reader import OciArchive
 
     repo = Path(tempfile.mkdtemp(prefix="previous-", dir=scratch))
-    with OciArchive(archive) as image:
+    with OciArchive(archive, architecture=_oci_arch(arch) if arch else None) as image:
+        image.verify()  # a delta is never made from content that fails its digest
+        if arch:
+            try:
+                raw = image.read_content_file("srv/hostimage.json")
+            except ArchiveError:
+                raw = None  # not one of ours: the OCI config alone tells the arch
+            found = _manifest_arch(archive, raw) if raw is not None else None
+            _check_arch(archive, arch, image.architecture, found)
         image.extract_content(repo, prefix="srv/repo/")  # ArchiveError names the file
     if not OSTreeRepo(repo).exists():
         raise ArchiveError(f"{archive}: content layer: expected srv/repo (an OSTree repo)")
     return repo
+
+
+def _manifest_arch(path: Path, raw: bytes) -> str | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ExportError(f"{path}: previous build: srv/hostimage.json: not valid JSON: "
+                          f"{exc}") from None
+    found = value.get("arch") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _oci_arch(arch: str) -> str:
+    """The OCI architecture of a Koji arch (the name itself for one the layout lacks)."""
+    from .oci_layout import OciSpecError, koji_arch_to_oci
+
+    try:
+        return koji_arch_to_oci(arch)
+    except OciSpecError:
+        return arch
+
+
+def _check_arch(path: Path, arch: str, oci_arch: str | None, koji_arch: str | None) -> None:
+    """The previous build must be of ``arch``: by hostimage.json's Koji arch, and by the
+    OCI config's architecture (Koji x86_64 is OCI amd64, and so on)."""
+    expected_oci = _oci_arch(arch)
+    if koji_arch is not None and koji_arch != arch:
+        raise ExportError(f"{path}: previous build is for arch {koji_arch} (hostimage.json "
+                          f"arch), this build is for {arch}: expected a build of {arch}")
+    if oci_arch is not None and oci_arch not in (expected_oci, arch):
+        raise ExportError(f"{path}: previous build is for arch {oci_arch} (OCI config "
+                          f"architecture), this build is for {arch} ({expected_oci}): "
+                          f"expected a build of {arch}")
 
 
 # --- deltas ------------------------------------------------------------------------------
@@ -243,10 +293,12 @@ def export_commit(
     signing: SigningKey | None = None,
     scratch_dir: Path | None = None,
     timestamp: int | None = None,
+    arch: str | None = None,
 ) -> ExportResult:
     """Build the export repo at ``dest`` (created whole or not at all).
 
-    ``previous``: earlier builds (archives or repos) to generate static deltas from.
+    ``previous``: earlier builds (archives or repos) to generate static deltas from;
+    with ``arch`` (Koji arch), each must be of that arch (see open_previous).
     ``timestamp``: pinned into delta superblocks and the summary; default: the commit's.
     """
     work_repo, dest = Path(work_repo), Path(dest)
@@ -257,7 +309,7 @@ def export_commit(
         scratch = Path(scratch_name)
         with atomic_output(dest) as repo:
             result = _populate(work_repo, ref, commit, repo, previous, delta_from_scratch,
-                               signing, scratch, ts)
+                               signing, scratch, ts, arch)
         result.repo = dest
     return result
 
@@ -272,6 +324,7 @@ def _populate(
     signing: SigningKey | None,
     scratch: Path,
     ts: int,
+    arch: str | None = None,
 ) -> ExportResult:
     export = OSTreeRepo(repo).init("archive")
     export.pull_local(work_repo, [commit], depth=0)
@@ -279,7 +332,7 @@ def _populate(
     if signing is not None:
         # before the deltas: each superblock embeds the commit's detached metadata
         export.gpg_sign(commit, signing.key_id, signing.homedir)
-    deltas = _make_deltas(repo, ref, commit, previous, delta_from_scratch, scratch, ts)
+    deltas = _make_deltas(repo, ref, commit, previous, delta_from_scratch, scratch, ts, arch)
     _write_summary(export, signing, ts)
     export.fsck()
     _tidy(repo)
@@ -297,6 +350,7 @@ def _make_deltas(
     delta_from_scratch: bool,
     scratch: Path,
     ts: int,
+    arch: str | None = None,
 ) -> list[Delta]:
     if not previous and not delta_from_scratch:
         return []
@@ -306,7 +360,7 @@ def _make_deltas(
     deltas: list[Delta] = []
     seen: set[str] = set()
     for path in previous:
-        prev = open_previous(Path(path), ref, scratch)
+        prev = open_previous(Path(path), ref, scratch, arch)
         if prev.commit == commit or prev.commit in seen:
             log.info("previous %s: commit %s already covered, no delta", path, prev.commit[:12])
             continue

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import io
 import json
 import mmap
 import os
-import posixpath
-import shutil
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +24,8 @@ from typing import Any, BinaryIO
 
 from koji_hostimage.errors import ArchiveError
 
+from . import verify
+from .extract import Extractor
 from .oci_layout import (
     ANNOTATION_REF_NAME,
     DOCKER_LAYER,
@@ -41,9 +40,10 @@ from .oci_layout import (
     ZSTD_MAGIC,
     sha256,
 )
-from .tarreader import BLOCK, scan_tar
+from .tarreader import BLOCK, normalize_member_name, scan_tar
 
 _COPY_CHUNK = 4 * 1024 * 1024
+_MAX_JSON_BLOB = 4 * 1024 * 1024  # index, manifest and config are a few KiB
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,15 @@ class OciArchive:
         if name not in self._members:
             raise ArchiveError(f"{self.path}: not an OCI archive: no {name}")
         offset, size = self._members[name]
+        if size > _MAX_JSON_BLOB:
+            raise ArchiveError(f"{self.path}: {name}: {size} bytes, expected at most "
+                               f"{_MAX_JSON_BLOB}")
         return os.pread(self._fd, size, offset)
 
     def _json(self, what: str, data: bytes) -> dict[str, Any]:
         try:
             value = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ArchiveError(f"{self.path}: {what}: not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise ArchiveError(f"{self.path}: {what}: expected a JSON object")
@@ -189,7 +192,7 @@ class OciArchive:
         descriptor = self._pick_manifest(self.index, "index.json", architecture)
         self.manifest_descriptor = descriptor
         self.manifest = self._json(
-            f"manifest {descriptor['digest']}", self.read_blob(descriptor["digest"])
+            f"manifest {descriptor['digest']}", self.read_blob(descriptor["digest"], "manifest")
         )
         if self.manifest.get("mediaType", MEDIA_MANIFEST) not in (MEDIA_MANIFEST,
                                                                   DOCKER_MANIFEST):
@@ -199,10 +202,14 @@ class OciArchive:
             )
         config_descriptor = self._descriptor(self.manifest.get("config"), "manifest config")
         self.config = self._json(
-            f"config {config_descriptor['digest']}", self.read_blob(config_descriptor["digest"])
+            f"config {config_descriptor['digest']}",
+            self.read_blob(config_descriptor["digest"], "config"),
         )
         self.layers = []
-        for number, entry in enumerate(self.manifest.get("layers") or []):
+        layers = self.manifest.get("layers") or []
+        if not isinstance(layers, list):
+            raise ArchiveError(f"{self.path}: manifest layers: expected a list of descriptors")
+        for number, entry in enumerate(layers):
             layer = self._descriptor(entry, f"manifest layers[{number}]")
             offset, size = self._blob_location(layer["digest"])
             if size != layer["size"]:
@@ -210,9 +217,11 @@ class OciArchive:
                     f"{self.path}: layer {layer['digest']}: blob has {size} bytes, "
                     f"manifest says {layer['size']}"
                 )
-            self.layers.append(
-                LayerInfo(layer["digest"], size, layer.get("mediaType", MEDIA_LAYER), offset)
-            )
+            media_type = layer.get("mediaType", MEDIA_LAYER)
+            if not isinstance(media_type, str):
+                raise ArchiveError(f"{self.path}: manifest layers[{number}]: mediaType: "
+                                   f"expected a string, got {media_type!r:.40}")
+            self.layers.append(LayerInfo(layer["digest"], size, media_type, offset))
 
     def _descriptor(self, entry: Any, what: str) -> dict[str, Any]:
         if (
@@ -233,7 +242,7 @@ class OciArchive:
         if len(candidates) > 1 and architecture:
             candidates = [
                 m for m in candidates
-                if (m.get("platform") or {}).get("architecture") in (None, architecture)
+                if _platform_arch(m) in (None, architecture)
             ] or candidates
         if len(candidates) != 1:
             raise ArchiveError(
@@ -244,7 +253,8 @@ class OciArchive:
         if chosen.get("mediaType") in (MEDIA_INDEX, DOCKER_MANIFEST_LIST):
             if depth > 2:
                 raise ArchiveError(f"{self.path}: {what}: image indexes nested too deep")
-            nested = self._json(f"index {chosen['digest']}", self.read_blob(chosen["digest"]))
+            nested = self._json(f"index {chosen['digest']}",
+                                self.read_blob(chosen["digest"], "index"))
             return self._pick_manifest(nested, f"index {chosen['digest']}", architecture,
                                        depth + 1)
         return chosen
@@ -258,12 +268,22 @@ class OciArchive:
         return self._members[name]
 
     @property
+    def image_config(self) -> dict[str, Any]:
+        """The config's ``config`` object (Labels, Cmd, ...); {} when missing or not one."""
+        value = self.config.get("config")
+        return value if isinstance(value, dict) else {}
+
+    @property
     def labels(self) -> dict[str, str]:
-        return dict((self.config.get("config") or {}).get("Labels") or {})
+        labels = self.image_config.get("Labels")
+        if not isinstance(labels, dict):
+            return {}
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in labels.items()}
 
     @property
     def architecture(self) -> str | None:
-        return self.config.get("architecture")
+        value = self.config.get("architecture")
+        return value if isinstance(value, str) else None
 
     @property
     def ref_name(self) -> str | None:
@@ -277,12 +297,16 @@ class OciArchive:
     def size(self) -> int:
         return self._file_size
 
-    def read_blob(self, digest: str) -> bytes:
-        """The bytes of a blob, checked against its digest."""
+    def read_blob(self, digest: str, what: str = "JSON") -> bytes:
+        """The bytes of a (small) blob, checked against its digest."""
         offset, size = self._blob_location(digest)
+        if size > _MAX_JSON_BLOB:
+            raise ArchiveError(f"{self.path}: {what} blob {digest}: {size} bytes, expected "
+                               f"at most {_MAX_JSON_BLOB}")
         data = os.pread(self._fd, size, offset)
-        if len(data) != size or sha256(data) != digest:
-            raise ArchiveError(f"{self.path}: blob {digest} does not match its digest")
+        actual = sha256(data)
+        if len(data) != size or actual != digest:
+            raise verify.mismatch(self.path, what, digest, actual, offset, size)
         return data
 
     def open_blob(self, digest: str) -> BinaryIO:
@@ -293,22 +317,16 @@ class OciArchive:
     def copy_blob(self, digest: str, out: BinaryIO) -> None:
         """Write a blob to ``out``, verifying its digest on the way."""
         offset, size = self._blob_location(digest)
-        hasher = hashlib.sha256()
-        done = 0
-        while done < size:
-            chunk = os.pread(self._fd, min(_COPY_CHUNK, size - done), offset + done)
-            if not chunk:
-                raise ArchiveError(f"{self.path}: blob {digest} is truncated")
-            hasher.update(chunk)
-            out.write(chunk)
-            done += len(chunk)
-        if "sha256:" + hasher.hexdigest() != digest:
-            raise ArchiveError(f"{self.path}: blob {digest} does not match its digest")
+        verify.check_range(self.path, "copied", digest, self._fd, offset, size, out.write)
 
     def verify(self) -> None:
-        """Check every layer's digest (the JSON blobs were checked when read)."""
-        for layer in self.layers:
-            self.copy_blob(layer.digest, _NullWriter())
+        """Check every layer against its digest, streamed (the index, manifest and config
+        were checked when read): ArchiveError naming the archive, the layer, the expected
+        and the actual digest. Call before trusting the content."""
+        for number, layer in enumerate(self.layers):
+            what = "content layer" if number == len(self.layers) - 1 else f"layer {number}"
+            verify.check_range(self.path, what, layer.digest, self._fd, layer.offset,
+                               layer.size)
 
     # -- content layer
     def content_layer(self) -> LayerInfo:
@@ -400,7 +418,7 @@ class OciArchive:
         if any(dest_dir.iterdir()):
             raise ArchiveError(f"{dest_dir}: extraction target is not empty")
         prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        extractor = _Extractor(self, str(dest_dir))
+        extractor = Extractor(self.path, self._fd, str(dest_dir))
         found_prefix = not prefix
         for member, opener in self._iter_content():
             if not (member.name + "/").startswith(prefix):
@@ -413,113 +431,6 @@ class OciArchive:
             raise ArchiveError(f"{self.path}: content layer has nothing under {prefix}")
         extractor.finish()
         return extractor.files
-
-
-class _Extractor:
-    """Writes content members below a directory. Plain string paths: this is a hot loop
-    (tens of thousands of small files), and pathlib costs more than the system calls."""
-
-    def __init__(self, archive: OciArchive, root: str):
-        self.archive = archive
-        self.root = root
-        self.files = 0
-        self.made_dirs: set[str] = {""}
-        self.dir_modes: list[tuple[str, int]] = []
-        self.symlinks: set[str] = set()
-        self.copy_in_kernel = True
-
-    def add(
-        self,
-        member: ContentMember,
-        relative: str,
-        opener: Callable[[], BinaryIO] | None,
-        prefix: str,
-    ) -> None:
-        self._check_path(member.name, relative)
-        target = self.root + "/" + relative
-        parent = relative.rpartition("/")[0]
-        if parent not in self.made_dirs:
-            os.makedirs(self.root + "/" + parent, exist_ok=True)
-            self.made_dirs.add(parent)
-        kind = member.kind
-        if kind == "file":
-            self._write_file(member, opener, target)
-        elif kind == "dir":
-            if relative not in self.made_dirs:
-                os.makedirs(target, exist_ok=True)
-                self.made_dirs.add(relative)
-            self.dir_modes.append((target, member.mode))
-        elif kind == "symlink":
-            _check_link_target(self.archive.path, member.name, relative, member.linkname)
-            os.symlink(member.linkname, target)
-            self.symlinks.add(relative)
-        elif kind == "hardlink":
-            source = normalize_member_name(member.linkname)
-            if not source.startswith(prefix):
-                raise ArchiveError(
-                    f"{self.archive.path}: {member.name}: hard link to {member.linkname} "
-                    f"outside {prefix}"
-                )
-            self._check_path(member.linkname, source[len(prefix) :])
-            shutil.copy2(self.root + "/" + source[len(prefix) :], target)
-            self.files += 1
-        else:
-            raise ArchiveError(
-                f"{self.archive.path}: {member.name}: cannot extract this kind of entry"
-            )
-
-    def _check_path(self, name: str, relative: str) -> None:
-        parts = relative.split("/")
-        if relative.startswith("/") or ".." in parts or "" in parts:
-            raise ArchiveError(f"{self.archive.path}: {name}: unsafe path in the content layer")
-        if self.symlinks:  # never write through a symlink we made: it may lead outside
-            for depth in range(1, len(parts)):
-                if "/".join(parts[:depth]) in self.symlinks:
-                    raise ArchiveError(
-                        f"{self.archive.path}: {name}: path goes through a symlink"
-                    )
-
-    def _write_file(
-        self, member: ContentMember, opener: Callable[[], BinaryIO] | None, target: str
-    ) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            if opener is not None:
-                with os.fdopen(os.dup(fd), "wb") as out:
-                    shutil.copyfileobj(opener(), out, _COPY_CHUNK)
-            elif member.size:
-                assert member.offset is not None
-                self._copy_range(member.offset, member.size, fd)
-            os.fchmod(fd, member.mode)
-        finally:
-            os.close(fd)
-        self.files += 1
-
-    def _copy_range(self, offset: int, size: int, dst_fd: int) -> None:
-        """Copy archive bytes into a file: in the kernel when the file system allows."""
-        src_fd = self.archive._fd
-        done = 0
-        while done < size:
-            copied = 0
-            if self.copy_in_kernel:
-                try:
-                    copied = os.copy_file_range(src_fd, dst_fd, size - done, offset + done)
-                except OSError:  # another file system (EXDEV) or no support: copy here
-                    self.copy_in_kernel = False
-            if not self.copy_in_kernel:
-                chunk = os.pread(src_fd, min(_COPY_CHUNK, size - done), offset + done)
-                copied = os.write(dst_fd, chunk) if chunk else 0
-            if copied == 0:
-                raise ArchiveError(
-                    f"{self.archive.path}: unexpected end of data at byte {offset + done}"
-                )
-            done += copied
-
-    def finish(self) -> None:
-        # Directory modes last, deepest first: a read-only directory must not stop the
-        # extraction of its own contents.
-        for directory, mode in reversed(self.dir_modes):
-            os.chmod(directory, mode)
 
 
 def _extractfile(tar: tarfile.TarFile, info: tarfile.TarInfo) -> BinaryIO:
@@ -543,16 +454,9 @@ def _content_member(
     )
 
 
-class _NullWriter:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def normalize_member_name(name: str) -> str:
-    """Tar member name without a leading "./" or "/" and without a trailing "/"."""
-    while name.startswith("./"):
-        name = name[2:]
-    return name.strip("/")
+def _platform_arch(descriptor: dict[str, Any]) -> Any:
+    platform = descriptor.get("platform")
+    return platform.get("architecture") if isinstance(platform, dict) else None
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -565,12 +469,3 @@ def _kind(info: tarfile.TarInfo) -> str:
     if info.islnk():
         return "hardlink"
     return "other"
-
-
-def _check_link_target(archive: Path, name: str, relative: str, linkname: str) -> None:
-    """Symlinks must stay inside the extraction directory."""
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), linkname))
-    if linkname.startswith("/") or resolved == ".." or resolved.startswith("../"):
-        raise ArchiveError(
-            f"{archive}: {name}: symlink to {linkname} points outside the extracted tree"
-        )

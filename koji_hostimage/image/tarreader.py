@@ -92,6 +92,17 @@ def _pax_records(payload: bytes, label: str, where: int) -> dict[str, str]:
     return records
 
 
+def _pax_number(value: str, key: str, label: str, where: int) -> int:
+    """A PAX ``size`` (a decimal count) or ``mtime`` (decimal seconds, maybe fractional)."""
+    whole = value.partition(".")[0] if key == "mtime" else value
+    sign = -1 if key == "mtime" and whole.startswith("-") else 1
+    digits = whole[1:] if sign < 0 else whole
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 30:
+        raise ArchiveError(f"{label}: PAX header at byte {where}: {key}: expected a "
+                           f"decimal number, got {value[:40]!r}")
+    return sign * int(digits)
+
+
 def scan_tar(data: Any, start: int, end: int, label: str) -> Iterator[TarHeader]:
     """Yield the members of the tar held in ``data[start:end]`` (e.g. an mmap).
 
@@ -124,11 +135,14 @@ def scan_tar(data: Any, start: int, end: int, label: str) -> Iterator[TarHeader]
             raise ArchiveError(f"{label}: not a tar header at byte {pos - start} (bad checksum)")
         typeflag = header[156:157]
         size = _number(header[124:136], label, pos)
+        if size < 0:
+            raise ArchiveError(f"{label}: negative size {size} in the tar header at byte "
+                               f"{pos - start}")
         data_at = pos + BLOCK
         if typeflag in (b"x", b"g", b"L", b"K"):
-            payload = bytes(data[data_at : data_at + size])
             if data_at + size > end:
                 raise ArchiveError(f"{label}: truncated: extended header at byte {pos - start}")
+            payload = bytes(data[data_at : data_at + size])
             if typeflag == b"x":
                 local_pax.update(_pax_records(payload, label, pos - start))
             elif typeflag == b"g":
@@ -157,15 +171,16 @@ def scan_tar(data: Any, start: int, end: int, label: str) -> Iterator[TarHeader]
         linkname = pax.get("linkpath", long_link if long_link is not None
                            else _text(header[157:257]))
         if "size" in pax:
-            size = int(pax["size"])
-        mtime = int(float(pax["mtime"])) if "mtime" in pax else _number(header[136:148],
-                                                                          label, pos)
+            size = _pax_number(pax["size"], "size", label, pos - start)
+        mtime = (_pax_number(pax["mtime"], "mtime", label, pos - start) if "mtime" in pax
+                 else _number(header[136:148], label, pos))
         local_pax = {}
         long_name = long_link = None
         data_size = 0 if typeflag in _NO_DATA else size
         if data_at + data_size > end:
             raise ArchiveError(
-                f"{label}: truncated: {name} needs {data_at + data_size - start} bytes, "
+                f"{label}: truncated or corrupt: {name} (header at byte {pos - start}) claims "
+                f"{data_size} bytes, which needs {data_at + data_size - start} bytes of tar; "
                 f"there are {end - start}"
             )
         yield TarHeader(
@@ -178,3 +193,10 @@ def scan_tar(data: Any, start: int, end: int, label: str) -> Iterator[TarHeader]
             offset=data_at,
         )
         pos = data_at + padded(data_size)
+
+
+def normalize_member_name(name: str) -> str:
+    """Tar member name without a leading "./" or "/" and without a trailing "/"."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name.strip("/")

@@ -45,6 +45,9 @@ class ImageInfo:
     exposed_ports: list[str] = field(default_factory=list)
     cmd: list[str] | None = None
     layers: list[LayerSummary] = field(default_factory=list)
+    # Archives: every blob matched its digest and the content layer's tar is whole
+    # (load_image raises otherwise); None for a hostimage.json.
+    verified: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         m = self.manifest
@@ -75,6 +78,7 @@ class ImageInfo:
             "cmd": self.cmd,
             "layers": [{"digest": la.digest, "size": la.size, "media_type": la.media_type}
                        for la in self.layers],
+            "verified": self.verified,
         }
 
 
@@ -102,24 +106,33 @@ def _load_archive(path: Path) -> ImageInfo:
     from koji_hostimage.image.oci_reader import OciArchive
 
     with OciArchive(path) as image:
+        # Only verified content is described: every blob against its digest, then every
+        # tar header of the content layer (a member claiming more bytes than the layer
+        # holds is reported, not passed over); ArchiveError names the archive and blob.
+        image.verify()
+        entries = sum(1 for _member in image.iter_content_members())
+        log.debug("%s: verified, %d content entries", path, entries)
         raw = image.read_content_file(CONTENT_MANIFEST)
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise ArchiveError(f"{path}: {CONTENT_MANIFEST}: not valid JSON: {exc}") from exc
         manifest = HostImageManifest.from_dict(data, f"{path}:{CONTENT_MANIFEST}")
-        config = image.config.get("config") or {}
+        config = image.image_config
+        ports = config.get("ExposedPorts")
+        cmd = config.get("Cmd")
         return ImageInfo(
             path=path,
             manifest=manifest,
             archive_size=image.size,
             manifest_digest=image.manifest_digest,
             architecture=image.architecture,
-            created=image.config.get("created"),
+            created=str(image.config.get("created") or "") or None,
             labels=image.labels,
-            exposed_ports=sorted(config.get("ExposedPorts") or {}),
-            cmd=config.get("Cmd"),
+            exposed_ports=sorted(map(str, ports)) if isinstance(ports, dict) else [],
+            cmd=[str(c) for c in cmd] if isinstance(cmd, list) else None,
             layers=[LayerSummary(la.digest, la.size, la.media_type) for la in image.layers],
+            verified=True,
         )
 
 
@@ -140,6 +153,8 @@ def format_image(info: ImageInfo) -> str:
     ]
     if info.manifest_digest:
         lines.append(f"manifest:     {info.manifest_digest}")
+    if info.verified:
+        lines.append("verified:     every blob matches its digest; content layer tar whole")
     if info.architecture:
         lines.append(f"platform:     linux/{info.architecture}, created {info.created}")
     if info.exposed_ports:

@@ -52,46 +52,85 @@ REASONS = {
 }
 
 
+def find_head_end(buf: bytes) -> tuple[int, int]:
+    """Where the request head in ``buf`` ends: ``(end, rest)``, the head being
+    ``buf[:end]`` and the next request starting at ``rest``; ``(-1, -1)`` while the
+    head is incomplete. The head ends at the first empty line; lines end in CRLF or,
+    as most HTTP/1.1 parsers accept (RFC 9112 section 2.2), in a bare LF."""
+    crlf = buf.find(b"\n\r\n")
+    lf = buf.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1
+
+
+# Header lines after the request line (each starting with its LF): a token, a colon and a
+# value without control characters other than tab (RFC 9110 5.1 and 5.5). No space before
+# the colon, no obsolete line folding: those are refused (RFC 9112 5.1, 5.2).
+_HEADER_LINES = re.compile(
+    rb"(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
+)
+
+
 def _header_value(headers: bytes, name: bytes) -> bytes | None:
-    """The value of header ``name`` (``b"\\r\\nname:"``) in the lower-cased header block."""
+    """The value of header ``name`` (``b"\\nname:"``) in the lower-cased header block."""
     at = headers.find(name)
     if at < 0:
         return None
     start = at + len(name)
-    stop = headers.find(b"\r\n", start)
-    return headers[start : stop if stop >= 0 else len(headers)].strip()
+    stop = headers.find(b"\n", start)
+    return headers[start : stop if stop >= 0 else len(headers)].strip(b" \t")
 
 
 def parse_head(head: bytes) -> Request:
     """Parse a request line and the few headers that matter to a static server.
 
-    Headers are found by searching the lower-cased block for ``CRLF name:`` rather than
+    Lines may end in CRLF or a bare LF; a bare CR, a header line that is not
+    ``name: value`` or a ``Content-Length`` that is not a number is a BadRequest (400).
+    Headers are found by searching the lower-cased block for ``LF name:`` rather than
     by splitting every line: ostree sends a handful of headers we ignore, and this keeps
     the per-request work in C.
     """
-    line_end = head.find(b"\r\n")
+    if b"\r" in head:
+        head = head.replace(b"\r\n", b"\n")
+        if b"\r" in head:
+            raise BadRequest(400, "bare CR in the request head")
+    line_end = head.find(b"\n")
     if line_end < 0:
         line_end = len(head)
     parts = head[:line_end].split(b" ")
     if len(parts) != 3:
         raise BadRequest(400, "malformed request line")
     method, target, version = parts
+    if not method.isalpha() or not target:  # RFC 9112: method is a token, target non-empty
+        raise BadRequest(400, "malformed request line")
     if not version.startswith(b"HTTP/1."):
         raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "bad HTTP version")
+    if len(version) != 8 or not version[7:].isdigit():
+        raise BadRequest(400, "bad HTTP version")
+    headers = head[line_end:]
+    if headers and not _HEADER_LINES.fullmatch(headers):
+        raise BadRequest(400, "malformed header line")
     request = Request()
     request.method = method.decode("ascii", "replace")
     request.target = target.decode("latin-1")
     request.version = version
-    headers = head[line_end:].lower()
-    if b"\r\nrange:" in headers:
+    headers = headers.lower()
+    if b"\nrange:" in headers:
         # Range values are case-insensitive in the unit only ("bytes"); digits have no case.
-        request.range = _header_value(headers, b"\r\nrange:")
-    request.if_range = b"\r\nif-range:" in headers
-    length = _header_value(headers, b"\r\ncontent-length:")
-    request.has_body = b"\r\ntransfer-encoding:" in headers or (
-        length is not None and length != b"0"
+        request.range = _header_value(headers, b"\nrange:")
+    request.if_range = b"\nif-range:" in headers
+    length = _header_value(headers, b"\ncontent-length:")
+    if length is not None and (
+        not length.isdigit() or headers.count(b"\ncontent-length:") > 1
+    ):
+        raise BadRequest(400, "bad Content-Length")
+    request.has_body = b"\ntransfer-encoding:" in headers or (
+        length is not None and length.strip(b"0") != b""
     )
-    connection = _header_value(headers, b"\r\nconnection:") or b""
+    connection = _header_value(headers, b"\nconnection:") or b""
     if version == b"HTTP/1.0":
         request.close = b"keep-alive" not in connection
     else:

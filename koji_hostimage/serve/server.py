@@ -57,11 +57,18 @@ from .http import (
     BadRequest,
     DateCache,
     Request,
+    find_head_end,
     parse_head,
     parse_range,
     request_relpath,
 )
-from .sources import Resource, ServerError, Tree
+from .limits import (
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_HALF_OPEN_PER_CLIENT,
+    Connection,
+    ConnectionLimits,
+)
+from .sources import ServerError, Tree
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -84,50 +91,20 @@ def _connection_limit_for_fds() -> int:
     return max(1, (soft - 32) // 2)
 
 
-class _Connection:
-    """State of one client connection in the event loop."""
-
-    __slots__ = (
-        "sock",
-        "fd",
-        "peer",
-        "inbuf",
-        "header",
-        "resource",
-        "offset",
-        "left",
-        "sent",
-        "close_after",
-        "log_entry",
-        "writing",
-        "draining",
-        "last_active",
-    )
-
-    def __init__(self, sock: socket.socket, peer: str, now: float):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.peer = peer
-        self.inbuf = b""
-        self.header = b""
-        self.resource: Resource | None = None
-        self.offset = 0
-        self.left = 0
-        self.sent = 0
-        self.close_after = False
-        self.log_entry: tuple[str, str, int] | None = None
-        self.writing = False  # waiting for the socket to take more of a response
-        self.draining = False  # half-closed by us, reading what the client still sends
-        self.last_active = now
-
-
 class HostImageServer:
     """HTTP/1.1 static server for one :class:`Tree`, on one event loop (epoll).
 
     The socket is bound in ``__init__`` (so ``port`` is known at once; ``port=0`` picks a
     free one). ``start()`` serves from a background thread and returns self;
     ``serve_forever()`` serves in the calling thread until ``stop()``. ``stop()`` closes
-    the listener and every open connection.
+    the listener and every open connection; ``request_stop()`` (safe in a signal handler)
+    only asks the loop to end, after the request it is answering is sent and logged.
+
+    Slow clients cannot take the server over: a request head must arrive whole within
+    ``head_timeout`` seconds, each source address may hold at most
+    ``max_half_open_per_client`` connections with an incomplete head, and with all
+    ``max_connections`` slots taken the longest-waiting connection gives up its slot
+    (:mod:`koji_hostimage.serve.limits`).
 
     One thread serves every connection, nginx-style: non-blocking sockets, epoll, and
     ``os.sendfile`` that resumes when the socket drains. An earlier thread-per-connection
@@ -145,10 +122,14 @@ class HostImageServer:
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        max_half_open_per_client: int = DEFAULT_MAX_HALF_OPEN_PER_CLIENT,
     ):
         self.tree = tree
         self.bind = bind
         self.idle_timeout = idle_timeout
+        self.limits = ConnectionLimits(head_timeout, idle_timeout, max_half_open_per_client)
+        self._stopped = False
         self.max_connections = max(1, min(max_connections, _connection_limit_for_fds()))
         self._listener = self._listen(bind, port)
         self.port: int = self._listener.getsockname()[1]
@@ -160,7 +141,7 @@ class HostImageServer:
         self._thread: threading.Thread | None = None
         self._dates = DateCache()
         self.access_log = AccessLog()
-        self._connections: dict[int, _Connection] = {}
+        self._connections: dict[int, Connection] = {}
         self._epoll: select.epoll | None = None
         self._accepting = True
         self._requests = 0
@@ -225,14 +206,21 @@ class HostImageServer:
             self._serving.release()
             self.access_log.stop()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving: close the listener and every connection (waits up to ``timeout``
-        for the serving thread)."""
-        if self._stopping.is_set():
-            return
+    def request_stop(self) -> None:
+        """Ask the event loop to end; it finishes (and logs) the response it is in the
+        middle of, then ``serve_forever`` closes every connection, flushes the request
+        log and returns. Only sets a flag and writes a byte: safe in a signal handler."""
         self._stopping.set()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving: close the listener and every connection (waits up to ``timeout``
+        for the serving thread)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         # Wait for a serve_forever() running in another thread to finish cleaning up (not
@@ -254,9 +242,10 @@ class HostImageServer:
         epoll.register(listen_fd, select.EPOLLIN)
         epoll.register(self._wake_r, select.EPOLLIN)
         connections = self._connections
-        next_sweep = time.monotonic() + 1.0
+        interval = self.limits.sweep_interval
+        next_sweep = time.monotonic() + interval
         while not self._stopping.is_set():
-            events = epoll.poll(1.0)
+            events = epoll.poll(interval)
             now = time.monotonic()
             for fd, _mask in events:
                 conn = connections.get(fd)
@@ -281,16 +270,23 @@ class HostImageServer:
                     return
             if now >= next_sweep:
                 self._sweep(now)
-                next_sweep = now + 1.0
+                next_sweep = now + interval
 
     def _accept(self, now: float) -> None:
         epoll = self._epoll
         for _ in range(64):  # a batch per wakeup; the rest wait for the next poll
             if len(self._connections) >= self.max_connections:
-                # Leave further clients in the listen backlog until a connection ends.
-                epoll.modify(self._listener.fileno(), 0)
-                self._accepting = False
-                return
+                # All slots taken: the connection waiting longest for a request head gives
+                # its slot up; with none waiting long, further clients stay in the listen
+                # backlog until a connection ends (or the sweep finds one to evict).
+                victim = self.limits.victim(self._connections.values(), now)
+                if victim is None:
+                    epoll.modify(self._listener.fileno(), 0)
+                    self._accepting = False
+                    return
+                log.debug("all %d slots taken: closing %s's waiting connection",
+                          self.max_connections, victim.peer)
+                self._close(victim)
             try:
                 sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -301,16 +297,23 @@ class HostImageServer:
                     self._sweep(now + self.idle_timeout / 2)
                     return
                 raise
+            if not self.limits.admit(address[0]):
+                log.debug("refused %s: too many connections with incomplete requests",
+                          address[0])
+                sock.close()
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(sock, address[0], now)
+            conn = Connection(sock, address[0], now)
+            self.limits.head_started(conn, now)  # a new connection owes a request head
             self._connections[conn.fd] = conn
             epoll.register(conn.fd, select.EPOLLIN)
             self._accepted += 1
 
-    def _close(self, conn: _Connection) -> None:
+    def _close(self, conn: Connection) -> None:
         if self._connections.pop(conn.fd, None) is None:
             return
+        self.limits.head_done(conn, conn.last_active)
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(conn.fd)
         if conn.resource is not None:
@@ -328,16 +331,23 @@ class HostImageServer:
             self._epoll.close()
 
     def _sweep(self, now: float) -> None:
-        """Drop connections idle (or stalled mid-response) longer than the idle timeout,
-        and half-closed ones whose client never closed its side."""
+        """Drop connections whose request head is past its deadline, idle (or stalled
+        mid-response) longer than the idle timeout, or half-closed ones whose client
+        never closed its side; with new clients waiting for a slot, free one."""
+        expired = self.limits.expired
         for conn in list(self._connections.values()):
-            limit = 2.0 if conn.draining else self.idle_timeout
-            if now - conn.last_active > limit:
+            if expired(conn, now):
+                log.debug("closing %s's connection: %s", conn.peer,
+                          "request head too slow" if conn.half_open else "idle")
                 self._close(conn)
+        if not self._accepting:
+            victim = self.limits.victim(self._connections.values(), now)
+            if victim is not None:
+                self._close(victim)  # re-enables accepting
 
     # -- one connection --------------------------------------------------------------------
 
-    def _read(self, conn: _Connection) -> None:
+    def _read(self, conn: Connection) -> None:
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
@@ -347,30 +357,34 @@ class HostImageServer:
             return
         if conn.draining:  # half-closed by us: discard what the client still sends
             return
+        if not conn.half_open:  # the first bytes of a new request: its head's deadline
+            self.limits.head_started(conn, conn.last_active)
         conn.inbuf += data
         self._process(conn)
 
-    def _process(self, conn: _Connection) -> None:
+    def _process(self, conn: Connection) -> None:
         """Answer the complete requests buffered on ``conn``, in order, one at a time."""
         connections = self._connections
         while connections.get(conn.fd) is conn and not conn.writing and not conn.draining:
             inbuf = conn.inbuf
-            end = inbuf.find(b"\r\n\r\n")
+            end, rest = find_head_end(inbuf)
             if end > MAX_HEADER_BYTES or (end < 0 and len(inbuf) > MAX_HEADER_BYTES):
                 conn.inbuf = b""
+                self.limits.head_done(conn, conn.last_active)
                 self._prepare_error(conn, None, 431, close=True)
                 self._write(conn)
                 return
             if end < 0:
                 return
-            head = inbuf[:end].lstrip(b"\r\n")
-            conn.inbuf = inbuf[end + 4 :]
+            head = inbuf[:end].strip(b"\r\n")
+            conn.inbuf = inbuf[rest:]
             if not head:  # stray CRLFs between requests are allowed; skip them
                 continue
+            self.limits.head_done(conn, conn.last_active)
             self._prepare(conn, head)
             self._write(conn)
 
-    def _write(self, conn: _Connection) -> None:
+    def _write(self, conn: Connection) -> None:
         """Send what is left of the current response; when the socket is full, wait for
         EPOLLOUT. A finished response is logged, then the connection reads again."""
         sock = conn.sock
@@ -399,12 +413,12 @@ class HostImageServer:
                 conn.sent += n
         self._finish(conn)
 
-    def _want_write(self, conn: _Connection) -> None:
+    def _want_write(self, conn: Connection) -> None:
         if not conn.writing:
             conn.writing = True
             self._epoll.modify(conn.fd, select.EPOLLOUT)
 
-    def _finish(self, conn: _Connection) -> None:
+    def _finish(self, conn: Connection) -> None:
         if conn.resource is not None:
             conn.resource.close()
             conn.resource = None
@@ -421,6 +435,9 @@ class HostImageServer:
                 conn.writing = False
                 self._epoll.modify(conn.fd, select.EPOLLIN)
             return
+        conn.head_since = conn.last_active  # idle from now, unless more is buffered
+        if conn.inbuf:  # pipelined bytes of the next request: its head is under way
+            self.limits.head_started(conn, conn.last_active)
         if conn.writing:
             conn.writing = False
             self._epoll.modify(conn.fd, select.EPOLLIN)
@@ -429,7 +446,7 @@ class HostImageServer:
 
     # -- building responses ----------------------------------------------------------------
 
-    def _prepare(self, conn: _Connection, head: bytes) -> None:
+    def _prepare(self, conn: Connection, head: bytes) -> None:
         """Parse one request and set ``conn`` up to send its response."""
         try:
             request = parse_head(head)
@@ -493,7 +510,7 @@ class HostImageServer:
 
     def _prepare_error(
         self,
-        conn: _Connection,
+        conn: Connection,
         request: Request | None,
         status: int,
         *,

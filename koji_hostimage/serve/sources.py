@@ -128,8 +128,8 @@ class DirectoryTree:
 class ArchiveTree:
     """Serve ``srv/repo/`` from an OCI archive's last (content) layer without unpacking.
 
-    The archive is indexed once at start with
-    :class:`koji_hostimage.image.oci_reader.OciArchive` (which finds the content layer
+    The archive is verified (every layer against its digest) and indexed once at start
+    with :class:`koji_hostimage.image.oci_reader.OciArchive` (which finds the content layer
     through index.json and the manifest and gives each file's absolute offset in the
     archive); requests are answered with ``os.sendfile`` from one shared descriptor at
     those offsets (the file position is never used, so concurrent responses cannot
@@ -144,6 +144,7 @@ class ArchiveTree:
         started = time.monotonic()
         with OciArchive(self.path) as archive:
             self.layer = archive.uncompressed_content_layer()
+            archive.verify()  # nothing is served from a layer that fails its digest
             self._files, self._symlinks = _served_tree(
                 archive.iter_content_members(), self.prefix
             )
@@ -258,9 +259,17 @@ def _served_tree(
 
 
 def open_tree(path: Path | str) -> DirectoryTree | ArchiveTree:
-    """A directory is served as a repo; a file must be an OCI archive."""
+    """A directory must be an OSTree repo (``config`` and ``objects/``); a file must be an
+    OCI archive (its digests are verified before anything is served)."""
     path = Path(path)
     if path.is_dir():
+        missing = [name for name, is_kind in (("config", Path.is_file), ("objects", Path.is_dir))
+                   if not is_kind(path / name)]
+        if missing:
+            raise ServerError(
+                f"{path}: expected an OSTree repo directory (with config and objects/), "
+                f"got a directory without {' and '.join(missing)}"
+            )
         return DirectoryTree(path)
     if path.is_file():
         return ArchiveTree(path)
