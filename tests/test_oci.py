@@ -339,11 +339,20 @@ def test_koji_arch_maps_to_oci(koji: str, expected: str):
 
 def test_unknown_arch_is_an_error_naming_it(content: tuple[Path, str], tmp_path: Path):
     content_dir, commit = content
-    with pytest.raises(OciSpecError, match="'mips64el'"):
-        koji_arch_to_oci("mips64el")
-    with pytest.raises(HostImageError, match="'i686'"):
-        write_oci_archive(tmp_path / "x.oci.tar", content_dir, spec_for(commit, koji_arch="i686"))
+    with pytest.raises(OciSpecError, match="'pdp11'"):
+        koji_arch_to_oci("pdp11")
+    with pytest.raises(HostImageError, match="'vax'"):
+        write_oci_archive(tmp_path / "x.oci.tar", content_dir, spec_for(commit, koji_arch="vax"))
     assert not (tmp_path / "x.oci.tar").exists()
+
+
+@pytest.mark.parametrize(("koji_arch", "oci_arch"), [
+    ("x86_64", "amd64"), ("aarch64", "arm64"), ("i686", "386"), ("armhfp", "arm"),
+    ("ppc64le", "ppc64le"), ("s390x", "s390x"), ("riscv64", "riscv64"),
+    ("loongarch64", "loong64"),
+])
+def test_every_koji_arch_has_its_oci_platform(koji_arch, oci_arch):
+    assert koji_arch_to_oci(koji_arch) == oci_arch
 
 
 def test_other_arch_lands_in_config_and_index(content: tuple[Path, str], tmp_path: Path):
@@ -376,7 +385,8 @@ def test_reader_round_trips_the_content(
             if member.kind == "file":
                 data = raw[member.offset : member.offset + member.size]
                 assert data == source.read_bytes(), member.name
-                assert member.mode == source.stat().st_mode & 0o7777
+                # modes kept, made world-readable (the repo is public; servers run as nobody)
+                assert member.mode == source.stat().st_mode & 0o7777 | 0o444
         assert {m.name for m in members} == {
             p.relative_to(content_dir).as_posix() for p in content_dir.rglob("*")
         }
@@ -752,3 +762,108 @@ def test_content_dir_must_hold_an_archive_mode_repo(tmp_path: Path):
 def test_bad_spec_values_are_named(change, message: str, content: tuple[Path, str], tmp_path):
     with pytest.raises(OciSpecError, match=message):
         write_oci_archive(tmp_path / "x.oci.tar", content[0], spec_for(content[1], **change))
+
+
+# ------------------------------------------------------------------ server layer (issue 14)
+
+
+def _busybox() -> Path:
+    from koji_hostimage.image.serverlayer import find_busybox
+
+    return find_busybox()  # scripts/setup-debian.sh installs busybox-static
+
+
+def test_server_layer_runs_busybox_httpd_as_nobody(content: tuple[Path, str], tmp_path: Path):
+    from koji_hostimage.image.serverlayer import SERVER_CMD
+
+    content_dir, commit = content
+    dest = tmp_path / "served.oci.tar"
+    result = write_oci_archive(dest, content_dir,
+                               spec_for(commit, cmd=None, server_busybox=_busybox()))
+    config = json.loads(run("skopeo", "inspect", "--config", f"oci-archive:{dest}"))["config"]
+    assert config["Cmd"] == SERVER_CMD == ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080",
+                                           "-h", "/srv/repo"]
+    assert (config["User"], config["WorkingDir"]) == ("65534:65534", "/srv/repo")
+    assert config["ExposedPorts"] == {"8080/tcp": {}} and config["StopSignal"] == "SIGKILL"
+    with OciArchive(dest) as image:
+        assert len(image.layers) == 2 and image.content_layer().digest == (
+            result.content_layer_digest)
+        server = image.layers[0]
+        assert image.config["rootfs"]["diff_ids"] == [server.digest, result.content_layer_digest]
+        assert "BusyBox v" in image.config["history"][0]["created_by"]
+        with tarfile.open(fileobj=io.BytesIO(image.read_blob(server.digest))) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            binary = tar.extractfile("bin/busybox").read()  # type: ignore[union-attr]
+            passwd = tar.extractfile("etc/passwd").read()  # type: ignore[union-attr]
+    assert list(members) == ["bin", "bin/busybox", "etc", "etc/group", "etc/passwd"]
+    assert binary == _busybox().read_bytes() and members["bin/busybox"].mode == 0o755
+    assert b"nobody:x:65534:65534:" in passwd
+    for member in members.values():
+        assert (member.mtime, member.uid, member.gid, member.uname) == (0, 0, 0, "")
+
+
+def test_server_layer_digest_depends_only_on_the_binary(
+        content: tuple[Path, str], tmp_path: Path):
+    content_dir, commit = content
+    copy = tmp_path / "busybox-copy"
+    shutil.copy(_busybox(), copy)
+    os.utime(copy, (1_000_000, 1_000_000))
+    layers = []
+    for number, (busybox, created) in enumerate([(_busybox(), TIMESTAMP),
+                                                 (copy, TIMESTAMP + 86400)]):
+        dest = tmp_path / f"{number}.oci.tar"
+        write_oci_archive(dest, content_dir,
+                          spec_for(commit, created=created, server_busybox=busybox))
+        with OciArchive(dest) as image:
+            layers.append(image.layers[0].digest)
+    assert layers[0] == layers[1]  # another build time, another copy: the same layer
+    changed = tmp_path / "busybox-changed"
+    changed.write_bytes(_busybox().read_bytes() + b"\0")
+    changed.chmod(0o755)
+    write_oci_archive(tmp_path / "c.oci.tar", content_dir,
+                      spec_for(commit, server_busybox=changed))
+    with OciArchive(tmp_path / "c.oci.tar") as image:
+        assert image.layers[0].digest != layers[0]
+
+
+def test_server_binary_must_be_static_and_of_the_arch(content: tuple[Path, str],
+                                                     tmp_path: Path):
+    content_dir, commit = content
+    dynamic = Path(shutil.which("ostree") or "/usr/bin/ostree")
+    with pytest.raises(ArchiveError, match=f"{dynamic}: dynamically linked"):
+        write_oci_archive(tmp_path / "x.oci.tar", content_dir,
+                          spec_for(commit, server_busybox=dynamic))
+    with pytest.raises(ArchiveError, match="expected a busybox for aarch64"):
+        write_oci_archive(tmp_path / "x.oci.tar", content_dir,
+                          spec_for(commit, server_busybox=_busybox(), koji_arch="aarch64"))
+    script = tmp_path / "busybox"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(ArchiveError, match="expected a 64-bit ELF executable"):
+        write_oci_archive(tmp_path / "x.oci.tar", content_dir,
+                          spec_for(commit, server_busybox=script))
+    with pytest.raises(OciSpecError, match="expected no server layer with a base image"):
+        write_oci_archive(tmp_path / "x.oci.tar", content_dir,
+                          spec_for(commit, server_busybox=_busybox(), base_image=script))
+    assert not (tmp_path / "x.oci.tar").exists()
+
+
+def test_content_layer_is_world_readable(content: tuple[Path, str], tmp_path: Path):
+    content_dir, commit = content
+    copy = tmp_path / "content"
+    shutil.copytree(content_dir, copy, symlinks=True)
+    (copy / "srv/hostimage.json").chmod(0o600)
+    (copy / "srv/repo/refs").chmod(0o700)
+    dest = tmp_path / "x.oci.tar"
+    write_oci_archive(dest, copy, spec_for(commit))
+    with OciArchive(dest) as image:
+        modes = {m.name: m.mode for m in image.iter_content_members()}
+    assert modes["srv/hostimage.json"] == 0o644 and modes["srv/repo/refs"] == 0o755
+
+
+@pytest.mark.parametrize(("name", "version", "release", "expected"), [
+    ("host", "2.0", "1", "host:2.0-1"),
+    ("Fedora-IoT", "41.20260101.0", "3", "fedora-iot:41.20260101.0-3"),
+    ("os host", "1.0+git", "1", "os-host:1.0_git-1"),
+])
+def test_ref_name_is_name_colon_version_release(name, version, release, expected):
+    assert oci_layout.image_ref_name(name, version, release) == expected

@@ -11,6 +11,7 @@ from here.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 
 from koji_hostimage.errors import HostImageError
@@ -57,13 +58,40 @@ class OciSpecError(HostImageError):
 
 
 def koji_arch_to_oci(arch: str) -> str:
-    """The OCI architecture for a Koji arch name; OciSpecError for anything else."""
+    """The OCI architecture (GOARCH, image-spec config.md) for a Koji/RPM arch name;
+    OciSpecError for anything else. Covers every arch Koji builds for: 32-bit x86
+    (i386/i586/i686) is ``386``, 32-bit ARM (armhfp, armv7hl, armv7l) is ``arm``, loongarch64
+    is ``loong64``; big-endian ppc64, s390x and riscv64 keep their names."""
+    extra = {"i386": "386", "i586": "386", "i686": "386", "armhfp": "arm",
+             "armv7hl": "arm", "armv7l": "arm", "ppc64": "ppc64", "ppc64le": "ppc64le",
+             "s390x": "s390x", "riscv64": "riscv64", "loongarch64": "loong64",
+             "mips64el": "mips64le"}
+    known = {**extra, **KOJI_TO_OCI_ARCH}
     try:
-        return KOJI_TO_OCI_ARCH[arch]
+        return known[arch]
     except KeyError:
         raise OciSpecError(
-            f"unknown Koji arch {arch!r}: expected one of {', '.join(KOJI_TO_OCI_ARCH)}"
+            f"unknown Koji arch {arch!r}: expected one of {', '.join(sorted(known))}"
         ) from None
+
+
+_REPO_INVALID = re.compile(r"[^a-z0-9._-]+")
+_TAG_INVALID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def image_ref_name(name: str, version: str, release: str) -> str:
+    """The ``org.opencontainers.image.ref.name`` of a build: ``NAME:VERSION-RELEASE``.
+
+    ``podman load`` names an oci-archive after this annotation and adds ``localhost/``,
+    so the image loads as ``localhost/NAME:VERSION-RELEASE`` (a ref.name without ``:``
+    would load as ``localhost/REF:latest``). The OCI layout spec allows ``:`` in it. The
+    name is lower-cased and the parts are reduced to what a container reference takes
+    (repository ``[a-z0-9._-]``, tag ``[A-Za-z0-9_.-]``, at most 128 characters), so the
+    load never fails on a name Koji accepts.
+    """
+    repository = _REPO_INVALID.sub("-", name.lower()).strip("._-") or "hostimage"
+    tag = _TAG_INVALID.sub("_", f"{version}-{release}").lstrip(".-")[:128] or "latest"
+    return f"{repository}:{tag}"
 
 
 def rfc3339(epoch: int) -> str:

@@ -6,6 +6,7 @@ content layer's name is only known once it is written):
 
     oci-layout, blobs/, blobs/sha256/,
     blobs/sha256/<base layer>...   copied verbatim from the base image, if one is given
+    blobs/sha256/<server layer>    or else, if asked for, static busybox (serverlayer.py)
     blobs/sha256/<content layer>   uncompressed tar of content_dir (srv/repo, hostimage.json)
     blobs/sha256/<config>, blobs/sha256/<manifest>, index.json
 
@@ -15,6 +16,12 @@ rewritten in place with the real ``blobs/sha256/<digest>`` once the digest is kn
 the layer is written exactly once and never held in memory.
 
 A base image is read with ``oci_reader.OciArchive``; its layers are copied byte for byte.
+Without one, ``spec.server_busybox`` adds the server layer and the config that runs it
+(Cmd, User nobody, WorkingDir /srv/repo). The content layer is always the last layer.
+
+Everything in the content layer is made world-readable (files ``+r``, directories
+``+rx``) in the tar headers: the repo is served to anyone over HTTP anyway, and the
+server in the image (ours or a base image's) may run as an unprivileged user.
 """
 
 from __future__ import annotations
@@ -46,7 +53,16 @@ from .oci_layout import (
     sha256,
 )
 from .oci_reader import LayerInfo, OciArchive
-from .tarreader import padded
+from .serverlayer import (
+    SERVER_CMD,
+    SERVER_ENV,
+    SERVER_STOP_SIGNAL,
+    SERVER_USER,
+    SERVER_WORKDIR,
+    ServerLayer,
+    build_server_layer,
+)
+from .tarreader import BLOCK, padded
 from .tarwriter import (
     DIRTYPE,
     END_OF_ARCHIVE,
@@ -68,12 +84,16 @@ class OciImageSpec:
     created: int  # seconds since the epoch: the commit timestamp
     labels: dict[str, str] = field(default_factory=dict)
     ref_name: str | None = None  # index annotation org.opencontainers.image.ref.name
-    cmd: list[str] | None = None  # only used with a base image (a base-less image runs nothing)
+    cmd: list[str] | None = None  # only used with a base image
     exposed_ports: list[str] = field(default_factory=lambda: ["8080/tcp"])
     base_image: Path | None = None  # an oci-archive tar whose layers go first
     # Entrypoint of the image when a base is given. The base's own Entrypoint is never
     # inherited: Cmd must run as written, not as arguments to some wrapper of the base.
     entrypoint: list[str] | None = None
+    # Without a base image: a static busybox, put in its own layer under the content layer;
+    # the image then runs ``busybox httpd`` on /srv/repo as nobody. None (and no base
+    # image): a content-only image that runs nothing.
+    server_busybox: Path | None = None
 
 
 @dataclass
@@ -143,13 +163,16 @@ def write_oci_archive(dest: Path, content_dir: Path, spec: OciImageSpec) -> OciW
     content_dir = Path(content_dir)
     architecture = _check_spec(spec)
     _check_content_dir(content_dir)
+    server = (build_server_layer(Path(spec.server_busybox), spec.koji_arch)
+              if spec.server_busybox else None)
     base = _read_base_image(Path(spec.base_image), architecture) if spec.base_image else None
     try:
         plan = plan_tree(content_dir, spec.created)
+        _make_world_readable(plan, spec.created)
         log.debug("packing %d entries (%d bytes) from %s", len(plan.entries), plan.size,
                   content_dir)
         with atomic_output(dest) as tmp, open(tmp, "w+b") as out:
-            result = _write_archive(out, plan, spec, architecture, base)
+            result = _write_archive(out, plan, spec, architecture, base, server)
             out.flush()
             os.fsync(out.fileno())  # the rename must not publish a file still in flight
     finally:
@@ -177,9 +200,29 @@ def _check_spec(spec: OciImageSpec) -> str:
         number, _, protocol = str(port).partition("/")
         if not number.isdigit() or protocol not in ("tcp", "udp", "sctp"):
             raise OciSpecError(f"exposed_ports: expected PORT/tcp or PORT/udp, got {port!r}")
+    if spec.base_image and spec.server_busybox:
+        raise OciSpecError(
+            f"server_busybox {spec.server_busybox}: expected no server layer with a base "
+            f"image ({spec.base_image}): the base image's server runs the Cmd"
+        )
     if spec.cmd is not None and not spec.base_image:
-        log.debug("no base image: Cmd %s not set (a content image runs nothing)", spec.cmd)
+        log.debug("no base image: Cmd %s not used", spec.cmd)
     return architecture
+
+
+def _make_world_readable(plan: TarPlan, mtime: int) -> None:
+    """Files ``+r`` and directories ``+rx`` in the planned headers (same sizes)."""
+    for number, entry in enumerate(plan.entries):
+        ustar = entry.header[-BLOCK:]
+        typeflag = ustar[156:157]
+        mode = int(ustar[100:107], 8)
+        wanted = mode | (0o555 if typeflag == DIRTYPE else 0o444)
+        if typeflag not in (REGTYPE, DIRTYPE) or wanted == mode:
+            continue
+        header = encode_header(entry.name, typeflag, wanted, entry.size, mtime)
+        if len(header) != len(entry.header):  # same name and size, so never
+            raise ArchiveError(f"{entry.name!r}: header changed size")
+        plan.entries[number].header = header
 
 
 def _check_content_dir(content_dir: Path) -> None:
@@ -211,6 +254,7 @@ def _write_archive(
     spec: OciImageSpec,
     architecture: str,
     base: _BaseImage | None,
+    server: ServerLayer | None,
 ) -> OciWriteResult:
     outer = _OuterTar(out, spec.created)
     outer.add_bytes(b"oci-layout", OCI_LAYOUT)
@@ -219,10 +263,15 @@ def _write_archive(
     layers: list[dict[str, Any]] = []
     if base is not None:
         layers.extend(_copy_base_layers(base, outer))
+    if server is not None:
+        outer.add_blob(server.data)
+        layers.append({"mediaType": MEDIA_LAYER, "digest": server.digest, "size": server.size})
     layer_digest = _write_content_layer(outer, plan)
     layers.append({"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": plan.size})
 
-    config_bytes = _canonical_json(_image_config(spec, architecture, base, layer_digest))
+    config_bytes = _canonical_json(
+        _image_config(spec, architecture, base, server, layer_digest)
+    )
     config_digest = outer.add_blob(config_bytes)
     manifest = {
         "schemaVersion": 2,
@@ -284,7 +333,11 @@ def _write_content_layer(outer: _OuterTar, plan: TarPlan) -> str:
 
 
 def _image_config(
-    spec: OciImageSpec, architecture: str, base: _BaseImage | None, layer_digest: str
+    spec: OciImageSpec,
+    architecture: str,
+    base: _BaseImage | None,
+    server: ServerLayer | None,
+    layer_digest: str,
 ) -> dict[str, Any]:
     created = rfc3339(spec.created)
     container: dict[str, Any] = {}
@@ -303,6 +356,11 @@ def _image_config(
             container["Entrypoint"] = list(spec.entrypoint)
         if spec.cmd:
             container["Cmd"] = list(spec.cmd)
+    elif server is not None:
+        container.update(Env=list(SERVER_ENV), Cmd=list(SERVER_CMD), User=SERVER_USER,
+                         WorkingDir=SERVER_WORKDIR, StopSignal=SERVER_STOP_SIGNAL)
+        diff_ids.append(server.digest)  # uncompressed: the digest is the diff_id
+        history.append({"created": created, "created_by": server.created_by})
     if spec.exposed_ports:
         container["ExposedPorts"] = {port: {} for port in spec.exposed_ports}
     container["Labels"] = dict(spec.labels)

@@ -31,6 +31,8 @@ CONFIG_SECTION = "hostimage"
 # compose engine (rpm-ostree, ostree, and for the dnf engine dnf + ostree).
 DEFAULT_INSTALL_GROUP = "hostimage-build"
 DEFAULT_CHANNEL = "image"
+# What serves /srv/repo in an image built without a base image (pipeline.BuildRequest).
+SERVERS = ("busybox", "none")
 
 
 @dataclass
@@ -45,6 +47,11 @@ class BuilderConfig:
     gpg_homedir: Path | None = None
     delta_from: int = 1
     server_cmd: list[str] = field(default_factory=lambda: list(DEFAULT_SERVER_CMD))
+    # Without a base image: "busybox" (the server layer: this builder's static busybox,
+    # ``busybox`` or else found where distributions put it) or "none" (an image that
+    # cannot serve, on purpose).
+    server: str = "busybox"
+    busybox: Path | None = None
     compose_timeout: float = 4 * 3600.0
     download_timeout: float = 600.0
     cancel_grace: float = 5.0
@@ -114,6 +121,22 @@ def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> B
     if text("server_cmd"):
         # shlex only splits the configured words into an argv; nothing runs a shell.
         config.server_cmd = shlex.split(section["server_cmd"])
+    if "server" in section:
+        server = section["server"].strip()
+        if server not in SERVERS:
+            raise KojiBuildError(
+                f"{path}: [{CONFIG_SECTION}] server: expected one of {', '.join(SERVERS)},"
+                f" got {server!r}"
+            )
+        config.server = server
+    busybox = text("busybox")
+    if busybox:
+        if not Path(busybox).is_file():
+            raise KojiBuildError(
+                f"{path}: [{CONFIG_SECTION}] busybox: {busybox}: not found: expected the path"
+                " of a statically linked busybox on this builder (Debian: busybox-static)"
+            )
+        config.busybox = Path(busybox)
     for key in ("compose_timeout", "download_timeout", "cancel_grace"):
         if key in section:
             setattr(config, key, number(key, 0))
