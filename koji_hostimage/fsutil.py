@@ -3,19 +3,53 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
+# Scratch directories a build makes inside its output directory: ".<kind>-<pid>-<random>".
+# The pid says whether the build that made one still runs; see clean_stale_scratch.
+SCRATCH_KINDS = ("work", "staging", "package")
+_SCRATCH_RE = re.compile(r"^\.(?P<kind>[a-z]+)-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
+
+
+def file_mode(mode: int = 0o666) -> int:
+    """``mode`` as a new file would get it under the current umask (open(2)'s rule)."""
+    return mode & ~_umask()
+
+
+def _umask() -> int:
+    # /proc says it without changing it (os.umask is process-wide: a thread could see
+    # the temporary value); Linux >= 4.7
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (0644 under the
+    usual umask), not mkstemp's private 0600.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -49,3 +83,62 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def scratch_prefix(kind: str) -> str:
+    """The name prefix of a scratch directory of ``kind`` made by this process."""
+    return f".{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we could have written: leave it alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale_scratch(directory: Path, kinds: Iterable[str] = SCRATCH_KINDS) -> list[Path]:
+    """Remove the scratch directories killed builds left in ``directory``.
+
+    Only directories named as ours (``.<kind>-<pid>-<random>``, see ``scratch_prefix``)
+    whose process no longer runs are removed: a build running beside this one keeps its
+    own. Returns what was removed.
+    """
+    removed: list[Path] = []
+    wanted = set(kinds)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return removed
+    for name in names:
+        match = _SCRATCH_RE.match(name)
+        if not match or match["kind"] not in wanted:
+            continue
+        pid = int(match["pid"])
+        path = Path(directory) / name
+        if pid == os.getpid() or _pid_alive(pid) or path.is_symlink() or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            log.info("removed %s, left by an interrupted build (pid %d)", path, pid)
+            removed.append(path)
+    return removed
+
+
+def os_error_line(exc: OSError, doing: str = "") -> str:
+    """One line for an OSError: the file, what was being done, and the reason."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason += " (the file system is full)"
+    elif exc.errno == errno.EROFS:
+        reason += " (expected a writable output directory)"
+    parts = [p for p in (str(where), doing, reason) if p]
+    return ": ".join(parts)

@@ -13,6 +13,7 @@ identical but with ``oci`` filled in (the archive cannot contain its own digest)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ class HostImageManifest:
     source: Source = field(default_factory=Source)
     oci: OciInfo | None = None
     schema_version: int = SCHEMA_VERSION
+    # SOURCE_DATE_EPOCH the build ran with (reproducible builds), None when unset
+    source_date_epoch: int | None = None
 
     @property
     def nvr(self) -> str:
@@ -131,103 +134,193 @@ class HostImageManifest:
     @classmethod
     def load(cls, path: Path) -> HostImageManifest:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            raw = Path(path).read_bytes()
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}: not valid JSON: {exc}") from exc
-        return _parse(data, str(path))
+        return parse_manifest_bytes(raw, str(path))
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "version": str,
-    "release": str,
-    "arch": str,
-    "ref": str,
-    "commit": str,
-    "timestamp": int,
-    "inputhash": str,
-    "engine": str,
-    "packages": list,
-    "object_count": int,
-    "object_bytes": int,
-}
+# The largest manifest read (a real one is well under 1 MiB: a line per package) and the
+# deepest JSON nesting (a manifest has 3 levels): beyond them a file is not a manifest.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+# Timestamps are seconds since the epoch between 1970 and the end of year 9999.
+MAX_TIMESTAMP = 253402300799
+
+
+def parse_manifest_bytes(raw: bytes, origin: str) -> HostImageManifest:
+    """A manifest from the bytes of a hostimage.json; ManifestError (one line naming
+    ``origin``) for anything else: not UTF-8, not JSON, too deep, or off the schema."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{origin}: {len(raw)} bytes: expected a manifest of at most "
+                            f"{MAX_MANIFEST_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{origin}: byte offset {exc.start}: expected UTF-8 text") from None
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ManifestError(f"{origin}: JSON nested {depth} deep: expected at most "
+                            f"{MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{origin}: not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(f"{origin}: not valid JSON: {exc}") from None
+    return _parse(data, origin)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name}: expected a JSON number, got a non-standard constant")
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of brackets outside strings (checked before json.loads, which
+    would recurse that deep)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return type(value).__name__
 
 
 def _expect(origin: str, key: str, value: Any, kind: type | tuple[type, ...]) -> None:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ManifestError(f"{origin}: {key}: expected {names}, got {type(value).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ManifestError(f"{origin}: {key}: expected {_kind_name(kind)}, got "
+                            f"{_type_name(value)}")
+
+
+def _get(origin: str, obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
+         where: str = "", required: bool = True, default: Any = None) -> Any:
+    """``obj[key]`` checked against ``kind`` (None allowed when ``kind`` says so)."""
+    name = f"{where}{key}"
+    if key not in obj:
+        if required:
+            raise ManifestError(f"{origin}: {name}: missing (required)")
+        return default
+    value = obj[key]
+    _expect(origin, name, value, kind)
+    return value
+
+
+def _count(origin: str, obj: dict[str, Any], key: str, where: str = "",
+           required: bool = True, nullable: bool = False, maximum: int | None = None
+           ) -> int | None:
+    """A non-negative integer (seconds, bytes, a count), at most ``maximum``."""
+    kind: type | tuple[type, ...] = (int, type(None)) if nullable else int
+    value = _get(origin, obj, key, kind, where, required)
+    if value is None:
+        return None
+    top = maximum if maximum is not None else 2**63 - 1
+    if not 0 <= value <= top:
+        raise ManifestError(f"{origin}: {where}{key}: expected an integer from 0 to {top}, "
+                            f"got {value}")
+    return int(value)
+
+
+_OPTIONAL_STR = (str, type(None))
 
 
 def _parse(data: Any, origin: str) -> HostImageManifest:
     if not isinstance(data, dict):
-        raise ManifestError(f"{origin}: expected a JSON object, got {type(data).__name__}")
+        raise ManifestError(f"{origin}: expected a JSON object, got {_type_name(data)}")
     version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ManifestError(f"{origin}: schema_version: expected an integer, got {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ManifestError(f"{origin}: schema_version: expected a positive integer, got "
+                            f"{version!r}"[:200])
     if version > SCHEMA_VERSION:
         raise ManifestError(
             f"{origin}: schema_version: {version} is newer than this tool understands "
             f"(up to {SCHEMA_VERSION}); upgrade koji-hostimage"
         )
-    for key, kind in _REQUIRED.items():
-        if key not in data:
-            raise ManifestError(f"{origin}: {key}: missing (required)")
-        _expect(origin, key, data[key], kind)
-    packages = []
-    for index, entry in enumerate(data["packages"]):
-        where = f"packages[{index}]"
-        _expect(origin, where, entry, dict)
-        try:
-            packages.append(
-                Package(
-                    name=entry["name"],
-                    epoch=entry.get("epoch"),
-                    version=entry["version"],
-                    release=entry["release"],
-                    arch=entry["arch"],
-                    payloadhash=entry.get("payloadhash"),
-                    size=entry.get("size"),
-                    buildtime=entry.get("buildtime"),
-                )
-            )
-        except KeyError as exc:
-            raise ManifestError(f"{origin}: {where}.{exc.args[0]}: missing (required)") from None
-    deltas = []
-    for index, entry in enumerate(data.get("deltas") or []):
-        _expect(origin, f"deltas[{index}]", entry, dict)
-        to_commit = entry.get("to", data["commit"])
-        deltas.append(Delta(entry.get("from"), to_commit, entry.get("bytes", 0)))
-    source = data.get("source") or {}
-    _expect(origin, "source", source, dict)
-    oci = data.get("oci")
-    oci_info = None
-    if oci is not None:
-        _expect(origin, "oci", oci, dict)
-        try:
-            oci_info = OciInfo(**{k: oci[k] for k in OciInfo.__dataclass_fields__})
-        except KeyError as exc:
-            raise ManifestError(f"{origin}: oci.{exc.args[0]}: missing (required)") from None
+    text = {key: _get(origin, data, key, str) for key in
+            ("name", "version", "release", "arch", "ref", "commit", "inputhash", "engine")}
+    packages = [_package(origin, entry, index) for index, entry in
+                enumerate(_get(origin, data, "packages", list))]
+    deltas = [_delta(origin, entry, index, text["commit"]) for index, entry in
+              enumerate(_get(origin, data, "deltas", (list, type(None)), required=False) or [])]
+    source = _get(origin, data, "source", (dict, type(None)), required=False) or {}
     return HostImageManifest(
-        name=data["name"],
-        version=data["version"],
-        release=data["release"],
-        arch=data["arch"],
-        ref=data["ref"],
-        commit=data["commit"],
-        parent=data.get("parent"),
-        content_checksum=data.get("content_checksum"),
-        timestamp=data["timestamp"],
-        inputhash=data["inputhash"],
-        engine=data["engine"],
+        **text,
+        parent=_get(origin, data, "parent", _OPTIONAL_STR, required=False),
+        content_checksum=_get(origin, data, "content_checksum", _OPTIONAL_STR,
+                              required=False),
+        timestamp=_count(origin, data, "timestamp", maximum=MAX_TIMESTAMP),
         packages=packages,
-        object_count=data["object_count"],
-        object_bytes=data["object_bytes"],
+        object_count=_count(origin, data, "object_count"),
+        object_bytes=_count(origin, data, "object_bytes"),
         deltas=deltas,
-        source=Source(**{k: source.get(k) for k in Source.__dataclass_fields__}),
-        oci=oci_info,
+        source=Source(**{k: _get(origin, source, k, _OPTIONAL_STR, "source.", False)
+                         for k in Source.__dataclass_fields__}),
+        oci=_oci(origin, _get(origin, data, "oci", (dict, type(None)), required=False)),
         schema_version=version,
+        source_date_epoch=_count(origin, data, "source_date_epoch", required=False,
+                                 nullable=True, maximum=MAX_TIMESTAMP),
     )
 
+
+def _package(origin: str, entry: Any, index: int) -> Package:
+    where = f"packages[{index}]."
+    _expect(origin, where[:-1], entry, dict)
+    _get(origin, entry, "nevra", str, where, required=False)  # derived; ignored on read
+    return Package(
+        name=_get(origin, entry, "name", str, where),
+        epoch=_count(origin, entry, "epoch", where, required=False, nullable=True),
+        version=_get(origin, entry, "version", str, where),
+        release=_get(origin, entry, "release", str, where),
+        arch=_get(origin, entry, "arch", str, where),
+        payloadhash=_get(origin, entry, "payloadhash", _OPTIONAL_STR, where, False),
+        size=_count(origin, entry, "size", where, required=False, nullable=True),
+        buildtime=_count(origin, entry, "buildtime", where, required=False, nullable=True,
+                         maximum=MAX_TIMESTAMP),
+    )
+
+
+def _delta(origin: str, entry: Any, index: int, commit: str) -> Delta:
+    where = f"deltas[{index}]."
+    _expect(origin, where[:-1], entry, dict)
+    return Delta(
+        from_commit=_get(origin, entry, "from", _OPTIONAL_STR, where, required=False),
+        to_commit=_get(origin, entry, "to", str, where, required=False, default=commit),
+        bytes=_count(origin, entry, "bytes", where),
+    )
+
+
+def _oci(origin: str, oci: dict[str, Any] | None) -> OciInfo | None:
+    if oci is None:
+        return None
+    return OciInfo(
+        archive=_get(origin, oci, "archive", str, "oci."),
+        archive_size=_count(origin, oci, "archive_size", "oci."),
+        manifest_digest=_get(origin, oci, "manifest_digest", str, "oci."),
+        config_digest=_get(origin, oci, "config_digest", str, "oci."),
+        content_layer_digest=_get(origin, oci, "content_layer_digest", str, "oci."),
+    )

@@ -15,8 +15,14 @@ Stages (one log line each), each a small function below:
    ``<nvr>.<arch>.compose.json``.
 
 Every output is first written into a staging directory inside ``output_dir`` and only
-renamed into place at the end, the manifest last: an interrupted build leaves nothing
-half-written there and can simply run again.
+renamed into place at the end, all together (every target checked first, renames undone
+on failure), the manifest last: an interrupted build leaves nothing half-written there
+and can simply run again. Scratch directories are named ``.<kind>-<pid>-<random>``; a
+build removes the ones whose process is gone (a killed build's) when it starts.
+
+An unchanged compose (same input hash, ``--work-repo``) still packages the ref's commit
+unless the outputs of exactly that commit are already in ``output_dir``: the input hash
+says the commit is unchanged, not that a build of it was ever written.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from koji_hostimage.compose.base import ComposeRequest, ComposeResult
 from koji_hostimage.compose.engines import get_engine
 from koji_hostimage.compose.rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
-from koji_hostimage.errors import HostImageError
-from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.errors import HostImageError, ManifestError
+from koji_hostimage.fsutil import clean_stale_scratch, os_error_line, scratch_prefix, write_atomic
 from koji_hostimage.image.export import ExportResult, SigningKey, export_commit, open_previous
+from koji_hostimage.image.oci_layout import koji_arch_to_oci
 from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
 from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.runner import CommandRunner
@@ -73,6 +82,11 @@ class BuildRequest:
     sign_key: str | None = None  # GPG key id; signs commit and summary
     gpg_homedir: Path | None = None
     server_cmd: list[str] = field(default_factory=lambda: list(DEFAULT_SERVER_CMD))
+    # Without a base image: "busybox" adds the server layer (a static busybox whose httpd
+    # serves /srv/repo; ``busybox`` is its path, default: found on this machine, see
+    # image/serverlayer.py); "none" builds an image that cannot serve (an explicit choice).
+    server: str = "busybox"
+    busybox: Path | None = None
     source: Source = field(default_factory=Source)
     workdir: Path | None = None  # scratch; default: a temporary dir under output_dir
     work_repo: Path | None = None  # bare-user repo kept between builds (cache); optional
@@ -81,11 +95,16 @@ class BuildRequest:
     # Every file the treefile names must resolve inside this directory (default: the
     # treefile's own directory); in Koji it is the SCM checkout.
     source_root: Path | None = None
+    # Reproducible builds: the commit's timestamp (and so every date in the archive);
+    # the same inputs and epoch give the same commit and archive bytes. None: now.
+    source_date_epoch: int | None = None
 
 
 @dataclass
 class BuildResult:
-    changed: bool  # False: the compose found nothing to change; no archive written
+    # False: nothing built; the compose found nothing to change and the outputs of that
+    # commit were already in output_dir (archive, manifest_path... point at them)
+    changed: bool
     manifest: HostImageManifest | None
     archive: Path | None
     manifest_path: Path | None
@@ -111,28 +130,78 @@ class _Verified:
 def build_host_image(request: BuildRequest) -> BuildResult:
     """Run the whole pipeline for one arch; see the module docstring for the stages."""
     started = time.monotonic()
-    # absolute paths: tools run with other working directories (rpm --root, a buildroot)
-    output_dir = Path(request.output_dir).absolute()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if request.workdir is not None:
-        workdir = Path(request.workdir).absolute()
-        workdir.mkdir(parents=True, exist_ok=True)
-        return _build_in(request, workdir, started)
-    with tempfile.TemporaryDirectory(prefix=".work-", dir=output_dir) as scratch:
-        return _build_in(request, Path(scratch), started)
+    # An arch the OCI image cannot name fails now, not after the compose.
+    koji_arch_to_oci(request.arch)
+    with _os_errors(request.output_dir):
+        # absolute paths: tools run with other working directories (rpm --root, a buildroot)
+        output_dir = prepare_output_dir(request.output_dir)
+        if request.workdir is not None:
+            workdir = Path(request.workdir).absolute()
+            workdir.mkdir(parents=True, exist_ok=True)
+            return _build_in(request, workdir, started)
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("work"), dir=output_dir
+                                         ) as scratch:
+            return _build_in(request, Path(scratch), started)
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """``path`` made absolute and created, refused (one line) when it cannot take the
+    outputs; scratch directories of killed builds in it are removed."""
+    output_dir = Path(path).absolute()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BuildError(f"{output_dir}: output directory: expected a directory, got a file")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(os_error_line(exc, "cannot create the output directory")) from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise BuildError(f"{output_dir}: output directory: expected a writable directory"
+                         " (read-only file system or no write permission)")
+    clean_stale_scratch(output_dir)
+    return output_dir
+
+
+@contextmanager
+def _os_errors(output_dir: Path) -> Iterator[None]:
+    """A file-system failure (disk full, read-only, a directory in the way) as one
+    BuildError line naming the file (else the output directory), not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise BuildError(os_error_line(exc, f"{Path(output_dir).absolute()}: building "
+                                                "there (output and scratch)")) from exc
+        raise BuildError(os_error_line(exc)) from exc
 
 
 def _build_in(request: BuildRequest, workdir: Path, started: float) -> BuildResult:
     log_path = workdir / "compose.log"
     treefile = _load(request)
-    _seed_work_repo(request, treefile, _work_repo_path(request, workdir), workdir)
+    work_repo = _work_repo_path(request, workdir)
+    _seed_work_repo(request, treefile, work_repo, workdir)
     compose = _compose(request, treefile, workdir, log_path)
     if not compose.changed:
-        log.info("unchanged: %s stays at %s; no archive written", compose.ref, compose.commit)
-        return BuildResult(False, None, None, None, None, log_path, commit=compose.commit,
-                           seconds=time.monotonic() - started)
-    result = package_commit(request, compose, _work_repo_path(request, workdir), workdir,
-                            log_path)
+        existing = _existing_outputs(request, compose, work_repo)
+        if existing is not None:
+            log.info("unchanged: %s stays at %s; its outputs are already in %s", compose.ref,
+                     compose.commit, existing.archive.parent if existing.archive else "")
+            existing.seconds = time.monotonic() - started
+            return existing
+        if not compose.commit:
+            raise BuildError(f"{work_repo}: the compose reported no change but {compose.ref} "
+                             "has no commit")
+        version = OSTreeRepo(work_repo).show(compose.commit).version
+        if request.version and version != request.version:
+            log.info("unchanged inputs, but %s is version %r, not %r: composing anew",
+                     compose.commit[:12], version, request.version)
+            compose = _compose(request, treefile, workdir, log_path, force_nocache=True)
+        else:
+            log.info("unchanged: %s stays at %s; its outputs are not in %s: packaging it",
+                     compose.ref, compose.commit[:12], request.output_dir)
+            with open(log_path, "a", encoding="utf-8") as fh:  # the output's compose.log
+                fh.write(f"inputs unchanged (input hash of {compose.commit}): no new commit;"
+                         f" packaging {compose.ref} at {compose.commit}\n")
+    result = package_commit(request, compose, work_repo, workdir, log_path)
     result.seconds = time.monotonic() - started
     return result
 
@@ -145,11 +214,20 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
     commit and engine); the same commit always packs into the same archive bytes.
     """
     started = time.monotonic()
-    output_dir = Path(request.output_dir).absolute()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    work_repo = Path(work_repo).absolute()
-    with tempfile.TemporaryDirectory(prefix=".package-", dir=workdir or output_dir
-                                     ) as scratch_name:
+    with _os_errors(request.output_dir):
+        output_dir = prepare_output_dir(request.output_dir)
+        result = _package_in(request, compose, Path(work_repo).absolute(), output_dir,
+                             workdir, log_path)
+    result.seconds = time.monotonic() - started
+    log.info("built %s in %.1f s", result.archive, result.seconds)
+    return result
+
+
+def _package_in(request: BuildRequest, compose: ComposeResult, work_repo: Path,
+                output_dir: Path, workdir: Path | None, log_path: Path | None
+                ) -> BuildResult:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("package"),
+                                     dir=workdir or output_dir) as scratch_name:
         scratch = Path(scratch_name)
         verified = _verify(work_repo, compose, request.version, scratch)
         content_dir = scratch / "content"
@@ -159,15 +237,12 @@ def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Pat
         manifest.write(content_dir / "srv" / MANIFEST_NAME)
         log.info("manifest: %s, %d packages, %d deltas", manifest.nvr, len(manifest.packages),
                  len(manifest.deltas))
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=request.output_dir))
+        staging = Path(tempfile.mkdtemp(prefix=scratch_prefix("staging"), dir=output_dir))
         try:
-            result = _write_outputs(request, manifest, compose, content_dir, staging,
-                                    log_path)
+            return _write_outputs(request, manifest, compose, content_dir, staging,
+                                  log_path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    result.seconds = time.monotonic() - started
-    log.info("built %s in %.1f s", result.archive, result.seconds)
-    return result
 
 
 # --- stages ------------------------------------------------------------------------------
@@ -200,7 +275,7 @@ def _seed_work_repo(request: BuildRequest, treefile: Treefile, work_repo: Path,
     repo = OSTreeRepo(work_repo, request.runner).init("bare-user")
     if repo.rev_parse(treefile.ref, allow_missing=True):
         return  # a kept work repo (--work-repo) already continues its own history
-    previous = open_previous(Path(seed), treefile.ref, workdir)
+    previous = open_previous(Path(seed), treefile.ref, workdir, arch=request.arch)
     if previous.ref != treefile.ref:
         log.warning("previous build %s has ref %s, not %s: not continuing from it", seed,
                     previous.ref, treefile.ref)
@@ -220,8 +295,8 @@ def _compose_version(request: BuildRequest, treefile: Treefile) -> str | None:
     return time.strftime("%Y%m%d.%H%M%S", time.gmtime())
 
 
-def _compose(request: BuildRequest, treefile: Treefile, workdir: Path, log_path: Path
-             ) -> ComposeResult:
+def _compose(request: BuildRequest, treefile: Treefile, workdir: Path, log_path: Path,
+             force_nocache: bool = False) -> ComposeResult:
     engine = get_engine(request.engine, request.runner)
     compose_request = ComposeRequest(
         treefile=treefile,
@@ -229,8 +304,9 @@ def _compose(request: BuildRequest, treefile: Treefile, workdir: Path, log_path:
         workdir=workdir / "compose",
         version=_compose_version(request, treefile),
         extra_repos=[url.replace("$arch", request.arch) for url in request.extra_repos],
-        force_nocache=request.force_nocache,
+        force_nocache=request.force_nocache or force_nocache,
         log_path=log_path,
+        source_date_epoch=request.source_date_epoch,
     )
     result = engine.compose(compose_request)
     log.info("compose (%s): %s %s", result.engine, "new commit" if result.changed else
@@ -285,7 +361,7 @@ def _export(request: BuildRequest, work_repo: Path, compose: ComposeResult,
     dest.parent.mkdir(parents=True, exist_ok=True)
     result = export_commit(
         work_repo, compose.ref, verified.commit, dest,
-        previous=[Path(p) for p in request.previous],
+        previous=[Path(p) for p in request.previous], arch=request.arch,
         delta_from_scratch=request.delta_from_scratch,
         signing=signing,
         scratch_dir=workdir,
@@ -319,13 +395,14 @@ def _manifest(request: BuildRequest, compose: ComposeResult, verified: _Verified
         object_bytes=exported.object_bytes,
         deltas=exported.deltas,
         source=source,
+        source_date_epoch=request.source_date_epoch,
     )
 
 
 def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
                    compose: ComposeResult, content_dir: Path, staging: Path,
                    log_path: Path | None) -> BuildResult:
-    from koji_hostimage.image.oci_layout import image_labels
+    from koji_hostimage.image.oci_layout import image_labels, image_ref_name
     from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive
 
     output_dir = Path(request.output_dir)
@@ -337,9 +414,10 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
         koji_arch=request.arch,
         created=manifest.timestamp,
         labels=labels,
-        ref_name=manifest.version,
+        ref_name=image_ref_name(manifest.name, manifest.version, manifest.release),
         cmd=list(request.server_cmd) if request.base_image else None,
         base_image=Path(request.base_image) if request.base_image else None,
+        server_busybox=_server_busybox(request),
     )
     written = write_oci_archive(staging / manifest.archive_name, content_dir, spec)
     log.info("archive %s: %d bytes, manifest %s", manifest.archive_name, written.size,
@@ -358,9 +436,7 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
     # publish: archive first, manifest last (its presence means the build is complete)
     names = [manifest.archive_name, f"{stem}.compose.json", f"{stem}.compose.log",
              f"{stem}.{MANIFEST_NAME}"]
-    for name in names:
-        if (staging / name).exists():
-            os.replace(staging / name, output_dir / name)
+    _publish(staging, output_dir, names)
     log.info("outputs in %s: %s", output_dir, ", ".join(names))
     compose_log = output_dir / f"{stem}.compose.log"
     return BuildResult(
@@ -374,7 +450,83 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
     )
 
 
+def _server_busybox(request: BuildRequest) -> Path | None:
+    """The busybox of the server layer; None with a base image (its own server runs
+    server_cmd) or with server "none" (asked for: an image that cannot serve)."""
+    from koji_hostimage.image.serverlayer import find_busybox
+
+    if request.server not in ("busybox", "none"):
+        raise BuildError(f"server: expected 'busybox' or 'none', got {request.server!r}")
+    if request.base_image or request.server == "none":
+        return None
+    return find_busybox(request.busybox)
+
+
 def _compose_json_bytes(compose: ComposeResult) -> bytes:
     if compose.compose_json_path and Path(compose.compose_json_path).is_file():
         return Path(compose.compose_json_path).read_bytes()
     return (json.dumps(compose.compose_json, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _publish(staging: Path, output_dir: Path, names: list[str]) -> None:
+    """Rename the staged ``names`` into ``output_dir`` in order: all of them or none.
+
+    Every target is checked before anything moves (a directory at an output's name is
+    refused, naming it); if a rename still fails, the ones already made are undone and
+    the files they replaced put back.
+    """
+    present = [name for name in names if (staging / name).exists()]
+    for name in present:
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            raise BuildError(f"{target}: expected a file or nothing at this output's name, "
+                             "got a directory; nothing was written")
+    backup = staging / ".replaced"
+    backup.mkdir()
+    moved: list[str] = []
+    try:
+        for name in present:
+            target = output_dir / name
+            if target.is_file() and not target.is_symlink():
+                try:
+                    os.link(target, backup / name)
+                except OSError:
+                    shutil.copy2(target, backup / name)
+            os.replace(staging / name, target)
+            moved.append(name)
+    except BaseException:
+        for name in reversed(moved):
+            target = output_dir / name
+            if (backup / name).exists():
+                os.replace(backup / name, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise
+
+
+def _existing_outputs(request: BuildRequest, compose: ComposeResult, work_repo: Path
+                      ) -> BuildResult | None:
+    """The outputs of exactly ``compose.commit`` when they are all in the output
+    directory (the manifest naming that commit, the archive of its size), else None."""
+    if not compose.commit:
+        return None
+    version = OSTreeRepo(work_repo).show(compose.commit).version
+    if not version or (request.version and version != request.version):
+        return None
+    output_dir = Path(request.output_dir).absolute()
+    name = request.name or Path(request.treefile).stem
+    stem = f"{name}-{version}-{request.release}.{request.arch}"
+    manifest_path = output_dir / f"{stem}.{MANIFEST_NAME}"
+    try:
+        manifest = HostImageManifest.load(manifest_path)
+    except ManifestError:
+        return None
+    archive = output_dir / manifest.archive_name
+    if (manifest.commit != compose.commit or manifest.oci is None
+            or not archive.is_file() or archive.stat().st_size != manifest.oci.archive_size):
+        return None
+    compose_json = output_dir / f"{stem}.compose.json"
+    compose_log = output_dir / f"{stem}.compose.log"
+    return BuildResult(False, manifest, archive, manifest_path,
+                       compose_json if compose_json.is_file() else None,
+                       compose_log if compose_log.is_file() else None, commit=compose.commit)

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     ostree rpm createrepo-c dnf skopeo umoci   # the pipeline's real tools
     nginx-light                                  # the baseline in bench/bench_pull.py
+    busybox-static                               # the server layer of base-less images
+    podman runc docker-registry                  # tests/test_container.py runs the images
     gnupg                                        # signing tests
     git                                          # SCM checkouts in the builder tests
     chromium                                     # the report page, checked in a real browser

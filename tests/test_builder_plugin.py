@@ -689,3 +689,21 @@ def test_fault_of_follows_kojid():
         fault = fault_of(exc)
     assert fault["faultCode"] == 1
     assert "Traceback" in fault["faultString"] and "ValueError: y" in fault["faultString"]
+
+
+def test_rebuilding_the_same_source_reproduces_the_image(plugin, tmp_path, built, koji_site):
+    # SOURCE_DATE_EPOCH is the SCM commit's time: a second build of the same source and
+    # repos, in fresh directories, gives the same commit and the same archive bytes
+    first_tmp, first_hub, first_id, state, first, _ = built
+    assert state == "closed", first.get("faultString")
+    hub, task_id, state, second, _ = run_child(plugin, tmp_path, koji_site)
+    assert state == "closed", second.get("faultString")
+    assert second["commit"] == first["commit"]
+    archive = "host-42.1-3.x86_64.oci.tar"
+    assert ((hub.task_dir(task_id) / archive).read_bytes()
+            == (first_hub.task_dir(first_id) / archive).read_bytes())
+    manifest = json.loads((hub.task_dir(task_id) / second["manifest"]).read_text())
+    bare = koji_site["site"] / "scm" / "os" / "config.git"
+    commit_time = subprocess.run(["git", "log", "-1", "--format=%ct", "main"], cwd=bare,
+                                 check=True, capture_output=True, text=True).stdout.strip()
+    assert manifest["source_date_epoch"] == manifest["timestamp"] == int(commit_time)

@@ -50,7 +50,6 @@ def treefile_with(tmp_path: Path, **data: object) -> Treefile:
     [
         ("postprocess-script", "post.sh"),
         ("postprocess", ["#!/bin/sh\ntrue"]),
-        ("selinux", True),
         ("initramfs-args", ["--no-hostonly"]),
         ("check-passwd", {"type": "file"}),
         ("machineid-compat", False),
@@ -66,8 +65,8 @@ def test_refuses_keys_it_cannot_honour_by_name(tmp_path: Path, key: str, value: 
 
 
 def test_refusal_lists_every_key_and_checks_values(tmp_path: Path) -> None:
-    with pytest.raises(ComposeError, match="postprocess, selinux: .* these keys"):
-        check_treefile(treefile_with(tmp_path, selinux=True, postprocess=["x"]))
+    with pytest.raises(ComposeError, match="initramfs-args, postprocess: .* these keys"):
+        check_treefile(treefile_with(tmp_path, initramfs_args=["x"], postprocess=["x"]))
     with pytest.raises(ComposeError, match="boot-location: .*'kernel-install'"):
         check_treefile(treefile_with(tmp_path, boot_location="kernel-install"))
     with pytest.raises(ComposeError, match="documentation: expected true or false"):
@@ -89,7 +88,11 @@ def test_dnf_argv_honours_treefile_options(tmp_path: Path) -> None:
         assert expected in argv
     assert argv[-3:] == ["install", "a", "b"]
     plain = dnf_argv(treefile_with(tmp_path), "c", "r", "d", "e", "f")
-    assert "--setopt=install_weak_deps=False" in plain and "--setopt=tsflags=nodocs" not in plain
+    # rpm-ostree's defaults: recommends true, documentation true; GPG as the repos say
+    assert "--setopt=install_weak_deps=True" in plain and "--setopt=tsflags=nodocs" not in plain
+    assert "--nogpgcheck" not in plain
+    off = dnf_argv(treefile_with(tmp_path, recommends=False), "c", "r", "d", "e", "f")
+    assert "--setopt=install_weak_deps=False" in off
 
 
 def test_pkgdiff_entries_have_rpm_ostree_shape() -> None:
@@ -97,13 +100,20 @@ def test_pkgdiff_entries_have_rpm_ostree_shape() -> None:
            Package("gone", 1, "1", "1", "noarch")]
     new = [Package("a", None, "1.1", "1", "noarch"), Package("b", None, "1", "1", "x86_64"),
            Package("new", None, "3", "1", "noarch")]
+    # rpm-ostree's order (rpm_ostree_db_diff_variant_compare_by_type): by type (added,
+    # removed, upgraded, downgraded), then by name in byte order ("Zz" before "a")
+    old.append(Package("Zz", None, "1", "1", "noarch"))
+    new += [Package("Zz", None, "2", "1", "noarch"), Package("Added", None, "1", "1", "noarch")]
     assert pkgdiff_entries(old, new) == [
+        ["Added", PKGDIFF_ADDED, {"NewPackage": ["Added", "1-1", "noarch"]}],
+        ["new", PKGDIFF_ADDED, {"NewPackage": ["new", "3-1", "noarch"]}],
+        ["gone", PKGDIFF_REMOVED, {"PreviousPackage": ["gone", "1:1-1", "noarch"]}],
+        ["Zz", PKGDIFF_UPGRADED, {"PreviousPackage": ["Zz", "1-1", "noarch"],
+                                  "NewPackage": ["Zz", "2-1", "noarch"]}],
         ["a", PKGDIFF_UPGRADED, {"PreviousPackage": ["a", "1-1", "noarch"],
                                  "NewPackage": ["a", "1.1-1", "noarch"]}],
         ["b", PKGDIFF_DOWNGRADED, {"PreviousPackage": ["b", "2-1", "x86_64"],
                                    "NewPackage": ["b", "1-1", "x86_64"]}],
-        ["gone", PKGDIFF_REMOVED, {"PreviousPackage": ["gone", "1:1-1", "noarch"]}],
-        ["new", PKGDIFF_ADDED, {"NewPackage": ["new", "3-1", "noarch"]}],
     ]
     assert (PKGDIFF_ADDED, PKGDIFF_REMOVED, PKGDIFF_UPGRADED, PKGDIFF_DOWNGRADED) == (0, 1, 2, 3)
 
@@ -276,3 +286,44 @@ def test_honoured_treefile_keys_shape_the_tree(
     assert entries["/usr/lib/systemd/system/default.target"].target == \
         "/usr/lib/systemd/system/multi-user.target"
     assert entries["/tmp"].type == "d" and entries["/tmp"].mode & 0o7777 == 0o1777
+
+
+def test_variables_in_ref_and_conditional_include_compose(
+    tmp_path: Path, example_content: ExampleContent
+) -> None:
+    """Issue 12: the commit lands on the expanded ref; a conditional-include file is merged
+    (its unit enabled) and a false one is not read; boot-location defaults to new."""
+    text = example_content.treefile.read_text().replace(
+        "ref: example/${basearch}/host", "ref: example/${basearch}/${stream}")
+    text = text.replace("units:\n  - host-agent.service\n", "")
+    (tmp_path / "host.yaml").write_text(
+        text + "variables:\n  stream: stable\n  prod: true\n"
+        "conditional-include:\n"
+        "  - if: [basearch == \"x86_64\", prod == true]\n    include: agent.yaml\n"
+        "  - if: releasever == \"2\"\n    include: missing.yaml\n")
+    (tmp_path / "agent.yaml").write_text("units: [host-agent.service]\n")
+    (tmp_path / "example.repo").write_text(example_content.repo_file.read_text())
+    treefile = load_treefile(tmp_path / "host.yaml", "x86_64")
+    assert treefile.ref == "example/x86_64/stable"
+    result = DnfEngine().compose(ComposeRequest(treefile=treefile, repo=tmp_path / "repo",
+                                                workdir=tmp_path / "work"))
+    repo = OSTreeRepo(tmp_path / "repo")
+    assert result.ref == "example/x86_64/stable"
+    assert repo.rev_parse("example/x86_64/stable") == result.commit
+    wants = "/usr/etc/systemd/system/multi-user.target.wants/host-agent.service"
+    subprocess.run(["ostree", f"--repo={tmp_path / 'repo'}", "ls", result.commit, wants],
+                   check=True, capture_output=True)
+    listing = subprocess.run(["ostree", f"--repo={tmp_path / 'repo'}", "ls", result.commit,
+                              "/usr/lib/ostree-boot"], capture_output=True, text=True)
+    assert listing.returncode == 0 and "vmlinuz-" in listing.stdout  # boot-location: new
+
+
+def test_selinux_policy_in_tree_and_finalize_d_are_refused_by_name(tmp_path: Path) -> None:
+    content = build_example_content(tmp_path / "c", extra_specs=[ExtraPackage(
+        name="selinux-policy-x", files={"/etc/selinux/config": "SELINUXTYPE=targeted\n"})])
+    with pytest.raises(ComposeError, match="selinux: true .*cannot label"):
+        compose(content, tmp_path)
+    treefile = load_treefile(content.treefile, "x86_64")
+    treefile.externals["finalize.d"] = {"10-x": tmp_path / "10-x"}
+    with pytest.raises(ComposeError, match=r"finalize.d \(10-x\): the dnf engine"):
+        check_treefile(treefile)

@@ -435,3 +435,53 @@ def test_bad_config_names_file_and_key(plugin, tmp_path, text, named):
 def test_shipped_config_file_loads_and_matches_defaults(plugin):
     config = plugin.load_config(str(ROOT / "conf" / "hub" / "hostimage.conf"))
     assert config == plugin.HubConfig()
+
+
+# --- hostile values (issue 13): what '$' let through --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opts, named",
+    [
+        ({"arches": ["x86_64\n"]}, "'arches' item [0]"),
+        ({"failable_arches": ["x86_64\r"]}, "'failable_arches' item [0]"),
+        ({"name": "host\n"}, "'name'"),
+        ({"version": "1.0\n"}, "'version'"),
+        ({"release": "1\n"}, "'release'"),
+        ({"repo": ["https://repo.example.com/os/\n"]}, "'repo' item [0]"),
+        ({"repo": ["https://repo.example.com/os\x00/../x"]}, "'repo' item [0]"),
+        ({"base_image": "docker://quay.io/fedora/fedora:42\n"}, "'base_image'"),
+        ({"sign_key": "0xDEADBEEF\n"}, "'sign_key'"),
+        ({"delta_from": ["host-1-1\n"]}, "'delta_from'"),
+        ({"delta_from": 2.0}, "'delta_from'"),
+        ({"name": "host\x7f"}, "'name'"),
+    ],
+)
+def test_control_characters_and_float_counts_are_refused(plugin, stub, monkeypatch, opts,
+                                                         named):
+    assert options.option_errors(opts) and all(
+        problem.startswith(f"option {named}") for problem in options.option_errors(opts))
+    login(monkeypatch, stub, "image")
+    with pytest.raises(koji.ParameterError, match=f"invalid opts: option {named[:6]}"):
+        call(plugin, TARGET, SCM_URL, "host.yaml", opts)
+    assert stub.STATE.tasks == []
+
+
+def test_the_control_character_rule_means_the_same_in_ecma_262():
+    # the schema is also read by non-Python validators: no Python-only regex syntax
+    assert options.CONTROL_CHARACTERS == "[\\x00-\\x1f\\x7f]"
+    assert options.option_errors({"name": "host", "version": "1.0", "release": "1",
+                                  "arches": ["x86_64"], "delta_from": 2}) == []
+
+
+@pytest.mark.parametrize("treefile", [".", "host.yaml\n", "host.yaml\x00../../x", "os/",
+                                      "./", "a/\tb.yaml"])
+def test_treefile_paths_that_name_no_file_in_the_checkout_are_refused(
+        plugin, stub, monkeypatch, treefile):
+    assert options.treefile_path_error(treefile)
+    login(monkeypatch, stub, "image")
+    with pytest.raises(koji.ParameterError, match="hostImageBuild: treefile: expected"):
+        call(plugin, TARGET, SCM_URL, treefile)
+    assert stub.STATE.tasks == []
+    assert options.treefile_path_error("") and options.treefile_path_error("os/../host.yaml") \
+        is None

@@ -620,3 +620,34 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_scm_commit_time_is_the_checked_out_commits_time(tmp_path):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_DATE": "@1700000123 +0000", "GIT_AUTHOR_DATE": "@1600000000 +0000",
+           "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    (checkout / "host.yaml").write_text("ref: x\n")
+    for argv in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "x"]):
+        subprocess.run(["git", *argv], cwd=checkout, env=env, check=True, capture_output=True)
+    (checkout / "os").mkdir()
+    assert kojibuild.scm_commit_time(checkout) == 1700000123  # committer, not author, time
+    assert kojibuild.scm_commit_time(checkout / "os") == 1700000123  # a subdirectory
+    # another SCM (no git work tree): no epoch, the build is dated now
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert kojibuild.scm_commit_time(plain) is None
+    subprocess.run(["git", "init", "-q", str(tmp_path / "empty")], check=True)
+    assert kojibuild.scm_commit_time(tmp_path / "empty") is None  # no commit yet
+
+
+def test_build_request_carries_the_source_date_epoch(tmp_path):
+    request = kojibuild.build_request(
+        opts=with_defaults({}), config=builder_config.BuilderConfig(server="none"),
+        treefile=tmp_path / "host.yaml", output_dir=tmp_path / "out", workdir=tmp_path / "w",
+        arch="x86_64", name="host", version="1", release="1", koji_repo="http://k/repo",
+        previous=[], base_image=None, source=Source(), runner=None,
+        source_date_epoch=1700000123)
+    assert request.source_date_epoch == 1700000123

@@ -19,6 +19,7 @@ from koji_hostimage.compose.rpmdb import PKGLIST_KEY, pkglist_metadata
 from koji_hostimage.errors import HostImageError
 from koji_hostimage.image import oci_writer
 from koji_hostimage.image.oci_reader import OciArchive
+from koji_hostimage.image.serverlayer import SERVER_CMD
 from koji_hostimage.manifest import HostImageManifest, Package
 from koji_hostimage.ostree.repo import OSTreeRepo
 from koji_hostimage.pipeline import BuildError, BuildRequest, build_host_image, package_commit
@@ -76,8 +77,11 @@ def test_manifest_describes_the_commit(built: Path, example_content):
         assert image.labels["com.coreos.ostree-commit"] == outer.commit
         assert image.labels["org.opencontainers.image.source"] == outer.source.scm_url
         assert image.labels["version"] == "1.0.0"
-        assert image.ref_name == "1.0.0"
-        assert len(image.layers) == 1 and image.config["config"].get("Cmd") is None
+        # podman load names it localhost/host:1.0.0-3
+        assert image.ref_name == "host:1.0.0-3"
+        # without a base image: the busybox server layer, then the content layer
+        assert len(image.layers) == 2
+        assert image.config["config"]["Cmd"] == SERVER_CMD
 
 
 def test_skopeo_and_umoci_read_the_archive(built: Path, tmp_path: Path):
@@ -106,11 +110,17 @@ def test_unchanged_inputs_build_nothing(example_content, tmp_path: Path):
     first = build_host_image(request(example_content, tmp_path / "a", version="1",
                                      work_repo=work_repo))
     assert first.changed and first.archive is not None and first.archive.is_file()
-    again = build_host_image(request(example_content, tmp_path / "b", version="1",
+    before = sorted((tmp_path / "a").iterdir())
+    again = build_host_image(request(example_content, tmp_path / "a", version="1",
                                      work_repo=work_repo))
-    assert not again.changed and again.archive is None and again.manifest is None
-    assert again.commit == first.commit
-    assert not list((tmp_path / "b").iterdir())  # not even a scratch dir left behind
+    assert not again.changed and again.archive == first.archive
+    assert again.commit == first.commit and again.manifest.commit == first.commit
+    assert sorted((tmp_path / "a").iterdir()) == before  # not even a scratch dir left
+    # another output directory has no outputs of that commit: it is packaged there
+    other = build_host_image(request(example_content, tmp_path / "b", version="1",
+                                     work_repo=work_repo))
+    assert other.changed and other.commit == first.commit
+    assert other.archive.read_bytes() == first.archive.read_bytes()
 
 
 def test_interrupted_build_leaves_nothing_and_reruns(example_content, tmp_path: Path,
@@ -141,7 +151,7 @@ def test_base_image_layers_come_first_and_cmd_is_set(example_content, built: Pat
                                       base_image=base, server_cmd=["/bin/serve", "8080"]))
     with OciArchive(base) as base_image, OciArchive(result.archive) as image:
         assert [la.digest for la in image.layers][:1] == [base_image.layers[0].digest]
-        assert len(image.layers) == 2
+        assert len(image.layers) == len(base_image.layers) + 1  # no server layer of ours
         assert image.config["config"]["Cmd"] == ["/bin/serve", "8080"]
         assert "8080/tcp" in image.config["config"]["ExposedPorts"]
 
@@ -305,3 +315,119 @@ def test_a_fresh_work_repo_continues_from_the_previous_build(
     passwd = _passwd_of(result)
     assert passwd.startswith("root:x:0:0:")
     assert ("svc:x:990:990:" in passwd) is preserve
+
+
+# --- issue 13: retries, outputs all-or-nothing, scratch, modes, reproducibility ----------
+
+
+def test_a_retry_with_the_work_repo_builds_what_a_failed_build_lost(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out, work_repo = tmp_path / "out", tmp_path / "work-repo"
+    real_export = pipeline._export
+
+    def export_fails(*args, **kwargs):
+        raise BuildError("export failed (injected)")
+
+    monkeypatch.setattr(pipeline, "_export", export_fails)
+    with pytest.raises(BuildError):
+        build_host_image(request(example_content, out, version="5", work_repo=work_repo))
+    assert os.listdir(out) == []
+    monkeypatch.setattr(pipeline, "_export", real_export)
+    # the compose is unchanged (its commit is in the work repo), but the outputs are not
+    retried = build_host_image(request(example_content, out, version="5", work_repo=work_repo))
+    assert retried.changed and retried.archive.is_file() and retried.manifest_path.is_file()
+    assert retried.manifest.commit == OSTreeRepo(work_repo).rev_parse(retried.manifest.ref)
+    assert "inputs unchanged" in retried.log_path.read_text()
+    # now they are there: nothing to do, and nothing touched
+    stamp = retried.archive.stat().st_mtime_ns
+    again = build_host_image(request(example_content, out, version="5", work_repo=work_repo))
+    assert not again.changed and again.archive == retried.archive
+    assert retried.archive.stat().st_mtime_ns == stamp
+    # a version the commit does not carry is a new compose, not "nothing changed"
+    other = build_host_image(request(example_content, out, version="6", work_repo=work_repo))
+    assert other.changed and other.manifest.version == "6"
+    assert other.commit != retried.commit
+
+
+def test_outputs_are_renamed_together_or_not_at_all(example_content, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "out"
+    first = build_host_image(request(example_content, out, version="7"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def manifest_rename_fails(src, dst):
+        if str(dst).endswith(".hostimage.json") and ".staging-" in str(src):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(pipeline.os, "replace", manifest_rename_fails)
+    with pytest.raises(BuildError, match="No space left on device"):
+        build_host_image(request(example_content, out, version="7", force_nocache=True))
+    # the archive was renamed into place first, then put back: the old build is whole
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert HostImageManifest.load(first.manifest_path).commit == first.commit
+
+
+def test_stale_scratch_of_dead_builds_is_removed_and_only_that(tmp_path: Path):
+    from koji_hostimage.fsutil import clean_stale_scratch
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        names = [f".work-{dead.pid}-abc", f".staging-{dead.pid}-d_e", f".package-{dead.pid}-x",
+                 f".work-{alive.pid}-abc", f".work-{os.getpid()}-mine", ".work-nopid",
+                 f".other-{dead.pid}-abc", f"work-{dead.pid}-abc"]
+        for name in names:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "file").write_text("x")
+        removed = clean_stale_scratch(tmp_path)
+        assert sorted(p.name for p in removed) == sorted(names[:3])
+        assert sorted(os.listdir(tmp_path)) == sorted(names[3:])
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path):
+    from koji_hostimage.fsutil import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", b"{}")
+        os.umask(0o027)
+        write_atomic(tmp_path / "b.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_source_date_epoch_builds_are_byte_identical(example_content, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    stem = "host-8-1.x86_64"
+    for run in ("a", "b"):
+        assert main(["build", str(example_content.treefile), "-o", str(tmp_path / run),
+                     "--arch", ARCH, "--engine", "dnf", "--version", "8"]) == 0
+    first, second = (HostImageManifest.load(tmp_path / run / f"{stem}.hostimage.json")
+                     for run in ("a", "b"))
+    assert first.commit == second.commit
+    assert first.timestamp == first.source_date_epoch == 1700000000
+    assert ((tmp_path / "a" / f"{stem}.oci.tar").read_bytes()
+            == (tmp_path / "b" / f"{stem}.oci.tar").read_bytes())
+    assert first.to_json() == second.to_json()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert main(["build", str(example_content.treefile), "-o", str(tmp_path / "c"),
+                 "--arch", ARCH, "--engine", "dnf"]) == 1
+
+
+def test_an_arch_the_image_cannot_name_fails_before_the_compose(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    asked = engines_asked(monkeypatch)
+    with pytest.raises(HostImageError, match="unknown Koji arch 'pdp11'"):
+        build_host_image(BuildRequest(treefile=example_content.treefile,
+                                      output_dir=tmp_path / "out", arch="pdp11", engine="dnf"))
+    assert asked == []

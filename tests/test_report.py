@@ -294,3 +294,109 @@ def test_diff_koji_unknown_build_or_arch(koji_hub_url, caplog):
     assert cli_main(["diff", "example-host-1-1", "example-host-2-1", "--arch", "s390x",
                      *koji_args]) == 1
     assert "arch 's390x' is not in both builds (common: x86_64)" in caplog.text
+
+
+# --- hostile manifests (issue 13) ---------------------------------------------------------
+
+
+def _hostile_manifests(valid: dict) -> dict[str, tuple[bytes, str]]:
+    """name -> (file bytes, what the skip reason must say)."""
+
+    def changed(change) -> bytes:
+        data = json.loads(json.dumps(valid))
+        change(data)
+        return json.dumps(data).encode()
+
+    return {
+        "deep": (b"[" * 100_000 + b"]" * 100_000, "nested 100000 deep"),
+        "latin1": (json.dumps(valid).encode()[:-1] + b', "x": "\xe9"}', "expected UTF-8"),
+        "future": (changed(lambda d: d.update(timestamp=1e20)), "timestamp: expected int"),
+        "past": (changed(lambda d: d.update(timestamp=-10**15)), "timestamp: expected an "
+                 "integer from 0"),
+        "size": (changed(lambda d: d["oci"].update(archive_size="big")),
+                 "oci.archive_size: expected int, got str"),
+        "delta": (changed(lambda d: d.update(deltas=[{"from": None, "to": d["commit"],
+                                                       "bytes": "x"}])),
+                  "deltas[0].bytes: expected int"),
+        "name": (changed(lambda d: d["packages"][0].update(name=5)),
+                 "packages[0].name: expected str, got int"),
+        "version": (changed(lambda d: d["packages"][0].update(version=[1])),
+                    "packages[0].version: expected str, got list"),
+        "epoch": (changed(lambda d: d["packages"][0].update(epoch="abc")),
+                  "packages[0].epoch: expected int or null, got str"),
+        "bool": (changed(lambda d: d.update(object_count=True)), "object_count: expected int"),
+        "nan": (json.dumps(valid).encode()[:-1] + b', "object_bytes": NaN}', "NaN"),
+        "hugeint": (changed(lambda d: d.update(timestamp=0)).replace(
+            b'"timestamp": 0', b'"timestamp": 1' + b"0" * 5000), "not valid JSON"),
+        "payload": (changed(lambda d: d["packages"][0].update(payloadhash=7)),
+                    "packages[0].payloadhash: expected str or null"),
+    }
+
+
+def test_each_bad_manifest_is_skipped_with_a_reason_and_the_page_is_built(
+        five_builds, tmp_path):
+    builds = tmp_path / "builds"
+    shutil.copytree(five_builds, builds)
+    hostile = _hostile_manifests(_valid_manifest(five_builds))
+    for name, (raw, _) in hostile.items():
+        (builds / f"{name}-1-1.x86_64.hostimage.json").write_bytes(raw)
+    (builds / "dir-1-1.x86_64.hostimage.json").mkdir()  # not even a file
+    out = tmp_path / "report"
+    assert cli_main(["report", "--dir", str(builds), "-o", str(out)]) == 0
+    report = _report_json(out)
+    assert len(report["builds"]) == 5  # only the five real ones
+    reasons = {Path(s["origin"]).name.split("-1-1")[0]: s["reason"] for s in report["skipped"]}
+    for name, (_, expected) in hostile.items():
+        assert expected in reasons[name], (name, reasons[name])
+        assert "\n" not in reasons[name]
+    assert "cannot read" in reasons["dir"]
+    assert {Path(b["origin"]).name.split("-1-1")[0] for b in report["builds"]} \
+        .isdisjoint(hostile)
+
+
+def test_manifest_parser_types_every_field(five_builds):
+    valid = _valid_manifest(five_builds)
+    manifest = HostImageManifest.from_dict(valid)
+    assert manifest.source_date_epoch is None  # older manifests: read as null
+    valid["source_date_epoch"] = 1700000000
+    assert HostImageManifest.from_dict(valid).source_date_epoch == 1700000000
+    for key, value in [("source_date_epoch", "now"), ("parent", 5), ("source", []),
+                       ("oci", "x"), ("deltas", {}), ("packages", [7])]:
+        bad = dict(valid, **{key: value})
+        with pytest.raises(Exception) as caught:
+            HostImageManifest.from_dict(bad, "m.json")
+        assert type(caught.value).__name__ == "ManifestError", key
+        assert str(caught.value).startswith("m.json: ")
+
+
+@pytest.mark.parametrize("blocker", ["file", "html-dir"])
+def test_report_output_that_cannot_be_written_is_one_line(five_builds, tmp_path, caplog,
+                                                          blocker):
+    out = tmp_path / "out"
+    if blocker == "file":
+        out.write_text("a file\n")
+        expected = "expected a directory, got a file"
+    else:
+        (out / "report.html").mkdir(parents=True)
+        expected = "got a directory"
+    with caplog.at_level("ERROR", logger="koji_hostimage"):
+        assert cli_main(["report", "--dir", str(five_builds), "-o", str(out)]) == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert expected in line and "\n" not in line
+
+
+def test_an_archive_whose_content_fails_its_digest_is_skipped(five_builds, tmp_path):
+    """Only the archive, no manifest beside it: its embedded hostimage.json is trusted
+    only once the layers match their digests."""
+    from koji_hostimage.image.oci_reader import OciArchive
+
+    source = sorted(five_builds.glob("*.oci.tar"))[0]
+    with OciArchive(source) as image:
+        layer = image.content_layer()
+    data = bytearray(source.read_bytes())
+    data[layer.offset + layer.size // 2] ^= 0x01
+    (tmp_path / source.name).write_bytes(bytes(data))
+    entries, skipped = manifest_sources.from_directory(tmp_path)
+    assert entries == []
+    (skip,) = skipped
+    assert "does not match its digest" in skip.reason and source.name in skip.origin

@@ -4,4 +4,4 @@
 Each module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
-COMMANDS = ("compose", "build", "serve", "inspect", "diff", "report")
+COMMANDS = ("compose", "build", "serve", "inspect", "diff", "report", "push", "treefile")

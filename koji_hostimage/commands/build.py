@@ -13,7 +13,8 @@ from pathlib import Path
 from koji_hostimage.compose.base import host_arch
 from koji_hostimage.compose.engines import ENGINE_NAMES
 from koji_hostimage.errors import HostImageError
-from koji_hostimage.manifest import Source
+from koji_hostimage.image.serverlayer import BUSYBOX_PATHS, check_static_elf, find_busybox
+from koji_hostimage.manifest import MAX_TIMESTAMP, Source
 from koji_hostimage.pipeline import DEFAULT_SERVER_CMD, BuildRequest, build_host_image
 
 HELP = "build a host image: compose, export, OCI archive and hostimage.json"
@@ -44,9 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "repeatable")
     parser.add_argument("--delta-from-scratch", action="store_true",
                         help="also ship a from-scratch static delta")
-    parser.add_argument("--base-image", type=Path, metavar="OCI",
+    server = parser.add_mutually_exclusive_group()
+    server.add_argument("--base-image", type=Path, metavar="OCI",
                         help="OCI archive whose layers go first (the image then runs a web "
                         "server: --server-cmd)")
+    server.add_argument("--no-server", action="store_true",
+                        help="no server layer: the image holds the repo but cannot serve it "
+                        "(default without --base-image: a static busybox httpd serves "
+                        "/srv/repo on 8080)")
+    parser.add_argument("--busybox", type=Path, metavar="PATH",
+                        help="the static busybox of the server layer [the first of "
+                        f"{', '.join(map(str, BUSYBOX_PATHS))}]")
     parser.add_argument("--server-cmd", metavar="JSON",
                         help="Cmd with a base image, as a JSON list "
                         f"[{json.dumps(DEFAULT_SERVER_CMD)}]")
@@ -54,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpg-homedir", type=Path, metavar="DIR", help="GPG home directory")
     parser.add_argument("--work-repo", type=Path, metavar="DIR",
                         help="bare-user repo kept between builds (unchanged inputs then "
-                        "build nothing)")
+                        "compose nothing; the commit is still packaged unless its outputs "
+                        "are already in DIR)")
     parser.add_argument("--source-root", type=Path, metavar="DIR",
                         help=SOURCE_ROOT_HELP)
     parser.add_argument("--scm-url", help="source URL recorded in the manifest and labels")
@@ -77,6 +87,26 @@ def _server_cmd(text: str | None) -> list[str]:
     return value
 
 
+def _busybox(args: argparse.Namespace) -> Path | None:
+    """The server layer's busybox, found and checked now, before a long compose."""
+    if args.base_image or args.no_server:
+        return None
+    busybox = find_busybox(args.busybox, "--busybox")
+    check_static_elf(busybox, args.arch)
+    return busybox
+
+
+def source_date_epoch(text: str | None) -> int | None:
+    """SOURCE_DATE_EPOCH from the environment (reproducible-builds.org's rule: a decimal
+    count of seconds since the epoch); unset or empty means now."""
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_TIMESTAMP:
+        raise HostImageError("SOURCE_DATE_EPOCH: expected seconds since the epoch (digits, "
+                             f"at most {MAX_TIMESTAMP}), got {text!r}")
+    return int(text)
+
+
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
     """The BuildRequest the command line describes."""
     return BuildRequest(
@@ -94,9 +124,12 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         sign_key=args.sign_key,
         gpg_homedir=args.gpg_homedir,
         server_cmd=_server_cmd(args.server_cmd),
+        server="none" if args.no_server else "busybox",
+        busybox=_busybox(args),
         source=Source(args.scm_url, args.scm_revision, str(args.treefile)),
         work_repo=args.work_repo,
         force_nocache=args.force_nocache,
+        source_date_epoch=source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH")),
         source_root=args.source_root,
     )
 
@@ -104,7 +137,8 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
 def run(args: argparse.Namespace) -> int:
     result = build_host_image(request_from_args(args))
     if not result.changed:
-        log.info("nothing changed (commit %s): no archive written", result.commit)
+        log.info("nothing changed (commit %s): its outputs are already in %s", result.commit,
+                 os.fspath(args.output_dir))
         if args.json:
             sys.stdout.write(json.dumps({"changed": False, "commit": result.commit}) + "\n")
         return 0

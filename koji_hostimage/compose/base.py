@@ -43,6 +43,9 @@ class ComposeRequest:
     extra_repos: list[str] = field(default_factory=list)  # baseurls added to the treefile's
     force_nocache: bool = False
     log_path: Path | None = None
+    # SOURCE_DATE_EPOCH for reproducible builds: the commit's timestamp, and the engines'
+    # tools (rpm-ostree, dnf/rpm) get it in their environment; None: now
+    source_date_epoch: int | None = None
 
 
 @dataclass

@@ -5,8 +5,8 @@ What rpm-ostree does in one privileged process, this engine does with ordinary t
 
 1. dnf installs the treefile's packages into an empty root, from the treefile's repos
    only (a private ``--config``, ``reposdir`` and ``cachedir`` in the work dir; no
-   plugins, no weak deps unless ``recommends: true``, no GPG check: the repos are the
-   build's own inputs). rpm writes its database straight to ``/usr/share/rpm`` because
+   plugins; weak deps unless ``recommends: false``, rpm-ostree's default; GPG checks as
+   each .repo file configures them). rpm writes its database straight to ``/usr/share/rpm`` because
    the run gets a private HOME whose ``.rpmmacros`` sets ``%_dbpath`` (Debian's rpm
    otherwise uses ``~/.rpmdb``); the sqlite WAL is folded into the database afterwards.
 2. The root is reshaped the way rpm-ostree's ``rust/src/composepost.rs`` does it
@@ -46,6 +46,7 @@ from koji_hostimage.manifest import Package
 from koji_hostimage.ostree.repo import CommitInfo, OSTreeRepo
 from koji_hostimage.pkgdiff import diff_packages
 from koji_hostimage.treefile.inputs import input_hash
+from koji_hostimage.treefile.keys import effective
 from koji_hostimage.treefile.load import Treefile
 from koji_hostimage.treefile.repos import RepoSource, resolve_repos, write_repo_file
 from koji_hostimage.treefile.version import automatic_version
@@ -92,10 +93,16 @@ HONOURED_KEYS = frozenset(
         "arch-include",
         "variables",
         "metadata",
+        "basearch",
+        "edition",
+        # selinux: true (the default) is honoured when the tree has no policy (rpm-ostree
+        # then commits unlabelled too); with a policy it is refused (see check_selinux).
+        "selinux",
     }
 )
 _ARCH_PACKAGES_RE = re.compile(r"^packages-[A-Za-z0-9_]+$")
 BOOT_LOCATIONS = ("modules", "new")
+SELINUX_CONFIG = "etc/selinux/config"
 
 
 class DnfEngine(ComposeEngine):
@@ -131,7 +138,8 @@ class DnfEngine(ComposeEngine):
                 engine=self.name,
             )
 
-        version = request.version or _automatic_version(treefile, previous)
+        version = request.version or _automatic_version(treefile, previous,
+                                                        request.source_date_epoch)
         stage = workdir / STAGE_DIR_NAME
         remove_tree(stage)
         stage.mkdir()
@@ -140,7 +148,9 @@ class DnfEngine(ComposeEngine):
         install_root.mkdir()
         if previous is not None:
             preserve_passwd(treefile, repo, previous.checksum, install_root)
-        self._install(treefile, repos, stage, install_root, request.log_path)
+        self._install(treefile, repos, stage, install_root, request.log_path,
+                      request.source_date_epoch)
+        check_selinux(treefile, install_root)
         fold_rpmdb_wal(install_root / RPMDB_DIR)
         packages = packages_in_tree(install_root, self.runner)
         log.info("dnf: installed %d packages", len(packages))
@@ -153,7 +163,7 @@ class DnfEngine(ComposeEngine):
             treefile.ref,
             metadata=metadata,
             parent=previous_rev if previous_rev else None,
-            timestamp=_commit_timestamp(),
+            timestamp=_commit_timestamp(request.source_date_epoch),
             bootable=layout.kernel_version is not None,
             log_path=request.log_path,
         )
@@ -179,6 +189,7 @@ class DnfEngine(ComposeEngine):
         stage: Path,
         root: Path,
         log_path: Path | None,
+        source_date_epoch: int | None = None,
     ) -> None:
         """Run dnf into ``root`` with a private config, repos, cache and HOME."""
         inner = self.runner.inner_path
@@ -194,7 +205,6 @@ class DnfEngine(ComposeEngine):
         config = stage / "dnf.conf"
         config.write_text(
             "[main]\n"
-            "gpgcheck=0\n"
             "keepcache=0\n"
             "skip_if_unavailable=False\n"
             f"reposdir={inner(reposdir)}\n"
@@ -206,6 +216,8 @@ class DnfEngine(ComposeEngine):
                         reposdir=inner(reposdir), cachedir=inner(stage / "cache"),
                         logdir=inner(stage / "log"))
         env = {"HOME": inner(home), "LC_ALL": "C.UTF-8"}
+        if source_date_epoch is not None:  # rpm stamps INSTALLTIME with it
+            env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
         log.info("dnf: installing %d requested packages from %s", len(treefile.packages),
                  ", ".join(r.name for r in repos))
         result = self.runner.run(argv, env=env, log_path=log_path)
@@ -231,7 +243,12 @@ def check_treefile(treefile: Treefile) -> None:
             f"{'this key' if len(refused) == 1 else 'these keys'}; use the rpm-ostree "
             "engine (--engine rpm-ostree) for this treefile"
         )
-    location = treefile.data.get("boot-location", "modules")
+    if treefile.finalize_d:
+        raise ComposeError(
+            f"{treefile.path}: finalize.d ({', '.join(treefile.finalize_d)}): the dnf engine "
+            "does not run finalize.d scripts; use the rpm-ostree engine (--engine rpm-ostree)"
+        )
+    location = effective(treefile.data, "boot-location")
     if location not in BOOT_LOCATIONS:
         raise ComposeError(
             f"{treefile.path}: boot-location: the dnf engine supports "
@@ -244,6 +261,23 @@ def check_treefile(treefile: Treefile) -> None:
                                f"got {treefile.data[key]!r}")
     if not treefile.packages:
         raise ComposeError(f"{treefile.path}: packages: expected at least one package")
+
+
+def check_selinux(treefile: Treefile, root: Path) -> None:
+    """``selinux`` (rpm-ostree's default: true) labels the tree with the policy the tree
+    ships (rpmostree-core.cxx: the final policy is read from the new root with
+    ``rpmostree_prepare_rootfs_get_sepolicy``; with none, nothing is labelled). This
+    engine cannot label: a tree with a policy and ``selinux: true`` is refused by name."""
+    if effective(treefile.data, "selinux") is not True:
+        return
+    if (root / SELINUX_CONFIG).is_file():
+        raise ComposeError(
+            f"{treefile.path}: selinux: true (rpm-ostree's default) asks for the tree to be "
+            f"labelled with the SELinux policy it ships (/{SELINUX_CONFIG}); the dnf engine "
+            "cannot label: set selinux: false or use the rpm-ostree engine "
+            "(--engine rpm-ostree)"
+        )
+    log.info("dnf: no SELinux policy in the tree; committing unlabelled, as rpm-ostree does")
 
 
 def dnf_argv(
@@ -260,11 +294,10 @@ def dnf_argv(
         f"--releasever={releasever}",
         "--assumeyes",
         "--noplugins",
-        "--nogpgcheck",
         "--setopt=reposdir=" + reposdir,
         "--setopt=cachedir=" + cachedir,
         "--setopt=logdir=" + logdir,
-        f"--setopt=install_weak_deps={bool(data.get('recommends', False))}",
+        f"--setopt=install_weak_deps={bool(effective(data, 'recommends'))}",
     ]
     if data.get("documentation") is False:
         argv.append("--setopt=tsflags=nodocs")
@@ -308,10 +341,11 @@ def preserve_passwd(treefile: Treefile, repo: OSTreeRepo, previous: str, root: P
             log.info("dnf: %d %s entries kept from %s", len(entries), name, previous[:12])
 
 
-def _automatic_version(treefile: Treefile, previous: CommitInfo | None) -> str | None:
+def _automatic_version(treefile: Treefile, previous: CommitInfo | None,
+                       source_date_epoch: int | None = None) -> str | None:
     """rpm-ostree's automatic-version-prefix against the ref's previous commit, dated
     at the commit's own timestamp (SOURCE_DATE_EPOCH when set)."""
-    now = dt.datetime.fromtimestamp(_commit_timestamp(), dt.UTC)
+    now = dt.datetime.fromtimestamp(_commit_timestamp(source_date_epoch), dt.UTC)
     return automatic_version(treefile.data, previous.version if previous else None, now)
 
 
@@ -326,8 +360,10 @@ def _commit_metadata(
     return metadata
 
 
-def _commit_timestamp() -> int:
-    """Now, or SOURCE_DATE_EPOCH when set (reproducible builds)."""
+def _commit_timestamp(source_date_epoch: int | None = None) -> int:
+    """The request's SOURCE_DATE_EPOCH, else the environment's, else now."""
+    if source_date_epoch is not None:
+        return source_date_epoch
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     return int(epoch) if epoch and epoch.isdigit() else int(time.time())
 
@@ -397,7 +433,10 @@ def pkgdiff_entries(old: Iterable[Package], new: Iterable[Package]) -> list[list
     """``pkgdiff`` as rpm-ostree serializes its ``a(sua{sv})`` diff variant to JSON.
 
     Each entry is ``[name, type, {"PreviousPackage": [name, evr, arch], "NewPackage": ...}]``
-    (rpm_ostree_db_diff_variant: modified first, then removed, then added).
+    in rpm-ostree's order: src/daemon/rpmostree-package-variants.cxx
+    ``rpm_ostree_db_diff_variant`` collects modified, removed, then added entries, then
+    sorts them with ``rpm_ostree_db_diff_variant_compare_by_type``: by type (added,
+    removed, upgraded, downgraded), then by name (strcmp, so byte order).
     """
     diff = diff_packages(old, new)
 
@@ -415,4 +454,7 @@ def pkgdiff_entries(old: Iterable[Package], new: Iterable[Package]) -> list[list
         entries.append([pkg.name, PKGDIFF_REMOVED, {"PreviousPackage": triple(pkg)}])
     for pkg in diff.added:
         entries.append([pkg.name, PKGDIFF_ADDED, {"NewPackage": triple(pkg)}])
+    # g_ptr_array_sort is not stable; names are unique per type except multilib pairs,
+    # which keep their arch order here.
+    entries.sort(key=lambda entry: (entry[1], entry[0].encode()))
     return entries

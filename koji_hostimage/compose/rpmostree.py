@@ -90,7 +90,10 @@ class RpmOstreeEngine(ComposeEngine):
             force_nocache=request.force_nocache,
         )
         log.info("composing %s with rpm-ostree", treefile.ref)
-        result = self.runner.run(argv, log_path=request.log_path)
+        # rpm-ostree stamps the commit (and rpm the rpmdb) with SOURCE_DATE_EPOCH
+        env = (None if request.source_date_epoch is None
+               else {"SOURCE_DATE_EPOCH": str(request.source_date_epoch)})
+        result = self.runner.run(argv, env=env, log_path=request.log_path)
         if result.returncode != 0:
             raise ComposeError(
                 f"rpm-ostree compose tree failed (exit {result.returncode}) for "

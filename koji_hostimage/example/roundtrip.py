@@ -161,6 +161,7 @@ def extract_repo(archive: Path, dest: Path) -> Path:
     from koji_hostimage.image.oci_reader import OciArchive
 
     with OciArchive(archive) as image:
+        image.verify()  # every blob against its digest before its content is trusted
         image.extract_content(dest, prefix="srv/repo/")
     return dest
 

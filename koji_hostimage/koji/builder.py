@@ -45,9 +45,10 @@ import koji.tasks
 
 from koji_hostimage.errors import KojiBuildError
 from koji_hostimage.image.oci_layout import koji_arch_to_oci
+from koji_hostimage.image.serverlayer import find_busybox
 from koji_hostimage.manifest import HostImageManifest, Source
 from koji_hostimage.pipeline import BuildRequest, BuildResult
-from koji_hostimage.runner import CommandRunner, run_checked
+from koji_hostimage.runner import CommandRunner, HostRunner, run_checked
 from koji_hostimage.treefile.load import load_treefile
 from koji_hostimage.treefile.version import automatic_version
 
@@ -167,7 +168,7 @@ def next_build_version(
     keys.setdefault("automatic-version-prefix", DEFAULT_VERSION_PREFIX)
     version = automatic_version(keys, last_version, now)
     for _ in range(1000):
-        if not version or not _KOJI_VERSION.match(version):
+        if not version or not _KOJI_VERSION.fullmatch(version):
             raise KojiBuildError(
                 f"treefile: automatic-version-prefix {keys['automatic-version-prefix']!r}:"
                 f" expected versions Koji accepts (letters, digits and _.+~^), got"
@@ -362,6 +363,25 @@ def scm_revision(source: str) -> str | None:
     return source.rsplit("#", 1)[1] if "#" in source else None
 
 
+def scm_commit_time(checkout: Path, runner: CommandRunner | None = None) -> int | None:
+    """SOURCE_DATE_EPOCH for a build from ``checkout``: the checked-out commit's committer
+    time (``git log -1 --format=%ct``), so that the commit, and with it every date in the
+    archive, depends on the source, not on when it was built. None (the build is dated
+    now) when ``checkout`` is not a git work tree (another SCM)."""
+    argv = ["git", "-c", "safe.directory=*", "log", "-1", "--format=%ct"]
+    try:
+        result = (runner or HostRunner()).run(argv, cwd=Path(checkout))
+    except OSError as exc:
+        log.warning("%s: cannot run git (%s): the build is dated now", checkout, exc.strerror)
+        return None
+    text = result.output.strip()
+    if result.returncode != 0 or not text.isascii() or not text.isdigit():
+        log.warning("%s: no git commit time (%s): the build is dated now", checkout,
+                    text.splitlines()[-1] if text else f"exit {result.returncode}")
+        return None
+    return int(text)
+
+
 def build_request(
     *,
     opts: Mapping[str, Any],
@@ -380,6 +400,7 @@ def build_request(
     runner: CommandRunner,
     source_root: Path | None = None,
     seed: Path | None = None,
+    source_date_epoch: int | None = None,
 ) -> BuildRequest:
     """The pipeline request of one createHostImage task. ``opts`` has every option
     (``options.with_defaults``); where it leaves one unset, the builder's config holds."""
@@ -401,13 +422,27 @@ def build_request(
         sign_key=opts["sign_key"] or config.sign_key,
         gpg_homedir=config.gpg_homedir,
         server_cmd=list(config.server_cmd),
+        server=config.server,
+        # found and checked now (on this builder), not after an hours-long compose
+        busybox=_server_busybox(config) if config.server == "busybox" and not base_image
+        else None,
         source=source,
         workdir=workdir,
         runner=runner,
         # every file the treefile names must be in the checkout: kojid reads them on
         # the builder host, whose config and certificates must not reach an image
         source_root=source_root,
+        # the SCM commit's time: a rebuild of the same source and repos reproduces the
+        # image byte for byte (scm_commit_time)
+        source_date_epoch=source_date_epoch,
     )
+
+
+def _server_busybox(config: BuilderConfig) -> Path:
+    """The static busybox of the server layer, on this builder host: config ``busybox``,
+    else the first of serverlayer.BUSYBOX_PATHS. (The writer checks it is a static ELF for
+    the task's arch: a createHostImage task runs on a builder of that arch.)"""
+    return find_busybox(config.busybox, "kojid hostimage.conf [hostimage] busybox")
 
 
 def output_uploads(result: BuildResult, names: UploadNames, what: str) -> list[tuple[Path, str]]:

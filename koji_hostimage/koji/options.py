@@ -37,6 +37,12 @@ REPO_URL_PATTERN = r"^(https?|ftp)://[^\s/]+\S*$"
 # for the builder's own config only, so the hub refuses them before a task is queued.
 BASE_IMAGE_PATTERN = r"^docker://\S+$"
 SIGN_KEY_PATTERN = r"^(0x)?[0-9A-Fa-f]{8,40}$"
+# Every pattern above ends in '$', which Python's re (python-jsonschema's `pattern`: a
+# re.search) also matches before a trailing newline, where ECMA 262 does not. So every
+# string option also carries this "not": a control character anywhere (newline, NUL...)
+# refuses it, and the schema means the same to every validator.
+CONTROL_CHARACTERS = "[\\x00-\\x1f\\x7f]"
+NO_CONTROL_CHARACTERS: dict[str, Any] = {"pattern": CONTROL_CHARACTERS}
 ENGINES = ("rpm-ostree", "dnf")
 MAX_DELTA_COUNT = 10
 
@@ -52,7 +58,7 @@ def _arch_list(description: str) -> dict[str, Any]:
             "description": "a Koji arch name such as x86_64 (letters, digits, '_';"
             " not noarch or src)",
             "pattern": ARCH_PATTERN,
-            "not": {"enum": ["noarch", "src"]},
+            "not": {"anyOf": [{"enum": ["noarch", "src"]}, NO_CONTROL_CHARACTERS]},
         },
     }
 
@@ -81,6 +87,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
             "type": "string",
             "maxLength": 200,
             "pattern": NAME_PATTERN,
+            "not": NO_CONTROL_CHARACTERS,
             "description": "a Koji package name (letters, digits and _.+- ; not starting"
             " with '.' or '-')",
         },
@@ -88,12 +95,14 @@ OPTIONS_SCHEMA: dict[str, Any] = {
             "type": "string",
             "maxLength": 100,
             "pattern": VERSION_PATTERN,
+            "not": NO_CONTROL_CHARACTERS,
             "description": "a version: letters, digits and _.+~^ (no '-')",
         },
         "release": {
             "type": "string",
             "maxLength": 100,
             "pattern": VERSION_PATTERN,
+            "not": NO_CONTROL_CHARACTERS,
             "description": "a release: letters, digits and _.+~^ (no '-')",
         },
         "repo": {
@@ -105,6 +114,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                 "description": "an http(s):// or ftp:// repository URL",
                 "maxLength": 2048,
                 "pattern": REPO_URL_PATTERN,
+                "not": NO_CONTROL_CHARACTERS,
             },
         },
         "use_buildroot_repo": {
@@ -116,6 +126,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
             "type": "string",
             "maxLength": 2048,
             "pattern": BASE_IMAGE_PATTERN,
+            "not": NO_CONTROL_CHARACTERS,
             "description": "a registry image reference with skopeo's docker:// transport,"
             " e.g. docker://quay.io/fedora/fedora-minimal:42",
         },
@@ -130,7 +141,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "minItems": 1,
                     "uniqueItems": True,
-                    "items": {"type": "string", "maxLength": 400, "pattern": NVR_PATTERN},
+                    "items": {"type": "string", "maxLength": 400, "pattern": NVR_PATTERN,
+                              "not": NO_CONTROL_CHARACTERS},
                 },
             ],
         },
@@ -142,6 +154,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
         "sign_key": {
             "type": "string",
             "pattern": SIGN_KEY_PATTERN,
+            "not": NO_CONTROL_CHARACTERS,
             "description": "a GPG key id: 8 to 40 hex digits, optionally with 0x",
         },
     },
@@ -274,8 +287,13 @@ def validate_opts(opts: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _cross_field_errors(opts: Mapping[str, Any]) -> list[str]:
-    """Rules JSON Schema cannot state between two keys."""
+    """Rules JSON Schema cannot state: between two keys, and Python's types."""
     problems = []
+    delta_from = opts.get("delta_from")
+    if isinstance(delta_from, float):
+        # draft 6+ counts 2.0 as an integer (JSON has one number type); a count is an int
+        expected = OPTIONS_SCHEMA["properties"]["delta_from"]["description"]
+        problems.append(f"option 'delta_from': expected {expected}, got {_show(delta_from)}")
     arches = opts.get("arches")
     failable = opts.get("failable_arches")
     if arches and failable:
@@ -334,11 +352,15 @@ def treefile_path_error(treefile: str) -> str | None:
     follows symlinks on its side): relative, '/'-separated, and not leading out of the
     checkout once normalised ('os/../host.yaml' is fine, 'os/../../host.yaml' is not).
     """
+    if not isinstance(treefile, str):
+        return f"treefile: expected a relative path (a string), got {_show(treefile)}"
     normal = posixpath.normpath(treefile)
-    if (posixpath.isabs(treefile) or "\\" in treefile or normal == ".."
-            or normal.startswith("../")):
+    if (not treefile or posixpath.isabs(treefile) or "\\" in treefile
+            or normal in (".", "..") or normal.startswith("../") or treefile.endswith("/")
+            or any(ord(char) < 0x20 or ord(char) == 0x7F for char in treefile)):
         return (
-            "treefile: expected a relative path inside the SCM checkout"
-            f" (no leading '/', no way out through '..'), got {treefile!r}"
+            "treefile: expected a relative path inside the SCM checkout, naming a file"
+            " (not empty, no leading '/', no way out through '..', no control characters),"
+            f" got {treefile!r}"
         )
     return None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.errors import HostImageError
+from koji_hostimage.fsutil import os_error_line, write_atomic
 from koji_hostimage.manifest import SCHEMA_VERSION, HostImageManifest
 from koji_hostimage.pkgdiff import PackageDiff, diff_packages
 
@@ -341,13 +342,23 @@ def _axis_labels(sizes: Sequence[float], counts: Sequence[float], plot_w: float,
 
 def write_report(report: Report, out_dir: Path, title: str = "Host-image builds"
                  ) -> tuple[Path, Path]:
-    """Write report.html and report.json into ``out_dir`` (each atomically)."""
+    """Write report.html and report.json into ``out_dir`` (each atomically); a place
+    that cannot take them is a HostImageError naming it."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HostImageError(f"{out_dir}: report output: expected a directory, got a file")
     html_path, json_path = out_dir / "report.html", out_dir / "report.json"
-    write_atomic(html_path, render_html(report, title).encode("utf-8"))
+    for path in (html_path, json_path):
+        if path.is_dir() and not path.is_symlink():
+            raise HostImageError(f"{path}: expected a file or nothing, got a directory")
+    html_text = render_html(report, title).encode("utf-8")
     payload = json.dumps(report_to_dict(report), indent=2, sort_keys=True) + "\n"
-    write_atomic(json_path, payload.encode("utf-8"))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(html_path, html_text)
+        write_atomic(json_path, payload.encode("utf-8"))
+    except OSError as exc:
+        raise HostImageError(os_error_line(exc, "writing the report")) from None
     log.info(
         "report: %d builds, %d diffs, %d skipped -> %s",
         len(report.entries), len(report.diffs), len(report.skipped), html_path,

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from koji_hostimage.errors import HostImageError, ManifestError
-from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, Package
+from koji_hostimage.manifest import (
+    MANIFEST_NAME,
+    HostImageManifest,
+    Package,
+    parse_manifest_bytes,
+)
 
 from .page import ManifestEntry, SkippedManifest
 
@@ -39,6 +44,11 @@ def parse_strict(data: Any, origin: str) -> HostImageManifest:
     and required fields are checked first, so a newer manifest is reported as newer.
     """
     manifest = HostImageManifest.from_dict(data, origin)
+    _check_known_fields(data, origin)
+    return manifest
+
+
+def _check_known_fields(data: dict[str, Any], origin: str) -> None:
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise ManifestError(f"{origin}: unknown fields: {', '.join(unknown)}")
@@ -47,17 +57,15 @@ def parse_strict(data: Any, origin: str) -> HostImageManifest:
         if extra:
             raise ManifestError(f"{origin}: packages[{index}]: unknown fields: "
                                 f"{', '.join(extra)}")
-    return manifest
 
 
 def _entry_from_bytes(raw: bytes, origin: str, archive_size: int | None,
                       found: Found) -> None:
     entries, skipped = found
     try:
-        manifest = parse_strict(json.loads(raw), origin)
-    except json.JSONDecodeError as exc:
-        skipped.append(SkippedManifest(origin, f"not valid JSON: {exc}"))
-        return
+        # the schema (types, bounds) first, then the fields this version does not know
+        manifest = parse_manifest_bytes(raw, origin)
+        _check_known_fields(json.loads(raw), origin)
     except ManifestError as exc:
         skipped.append(SkippedManifest(origin, str(exc)))
         return
@@ -74,6 +82,7 @@ def _manifest_in_archive(archive: Path, found: Found) -> None:
     origin = f"{archive}:srv/{MANIFEST_NAME}"
     try:
         with OciArchive(archive) as image:
+            image.verify()  # a tampered archive is skipped with the digest mismatch
             raw = image.read_content_file(f"srv/{MANIFEST_NAME}")
     except (HostImageError, OSError, KeyError) as exc:
         found[1].append(SkippedManifest(str(archive), f"cannot read manifest: {exc}"))
@@ -94,8 +103,13 @@ def from_directory(root: Path) -> Found:
         raise HostImageError(f"{root}: expected a directory of builds")
     for path in sorted(root.rglob(f"*{MANIFEST_SUFFIX}")):
         archive = path.with_name(path.name[: -len(MANIFEST_SUFFIX)] + ARCHIVE_SUFFIX)
-        size = archive.stat().st_size if archive.exists() else None
-        _entry_from_bytes(path.read_bytes(), str(path), size, found)
+        try:
+            size = archive.stat().st_size if archive.is_file() else None
+            raw = path.read_bytes()
+        except OSError as exc:
+            found[1].append(SkippedManifest(str(path), f"cannot read: {exc.strerror}"))
+            continue
+        _entry_from_bytes(raw, str(path), size, found)
     for archive in sorted(root.rglob(f"*{ARCHIVE_SUFFIX}")):
         if not _sibling_manifest(archive).exists():
             _manifest_in_archive(archive, found)
@@ -126,7 +140,12 @@ def from_images_json(path: Path) -> Found:
         archive = compose_dir / image.path
         manifest = _sibling_manifest(archive)
         if manifest.exists():
-            _entry_from_bytes(manifest.read_bytes(), str(manifest), image.size, found)
+            try:
+                raw = manifest.read_bytes()
+            except OSError as exc:
+                found[1].append(SkippedManifest(str(manifest), f"cannot read: {exc.strerror}"))
+                continue
+            _entry_from_bytes(raw, str(manifest), image.size, found)
         elif archive.exists():
             _manifest_in_archive(archive, found)
         else:

@@ -289,7 +289,7 @@ class CreateHostImageTask(BaseBuildTask):
             koji_repo=koji_repo, previous=earlier.deltas, seed=earlier.seed,
             base_image=base_image,
             source=Source(scm_url=scm_url, revision=_revision(scm), treefile=treefile),
-            source_root=Path(srcdir),
+            source_root=Path(srcdir), source_date_epoch=kojibuild.scm_commit_time(Path(srcdir)),
             runner=BuildrootRunner(
                 broot, timeout=self.config.compose_timeout, cancel_grace=self.config.cancel_grace
             ),
