@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,14 +98,18 @@ def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> B
             )
         return value
 
-    if "engine" in section:
-        engine = section["engine"].strip()
-        if engine not in ENGINES:
+    def choice(key: str, choices: Sequence[str], default: str) -> str:
+        if key not in section:
+            return default
+        value = section[key].strip()
+        if value not in choices:
             raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] engine: expected one of {', '.join(ENGINES)},"
-                f" got {engine!r}"
+                f"{path}: [{CONFIG_SECTION}] {key}: expected one of {', '.join(choices)},"
+                f" got {value!r}"
             )
-        config.engine = engine
+        return value
+
+    config.engine = choice("engine", ENGINES, config.engine)
     config.install_group = text("install_group") or config.install_group
     config.channel = text("channel") or config.channel
     config.base_image = text("base_image")
@@ -121,14 +126,7 @@ def load_builder_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_FILE) -> B
     if text("server_cmd"):
         # shlex only splits the configured words into an argv; nothing runs a shell.
         config.server_cmd = shlex.split(section["server_cmd"])
-    if "server" in section:
-        server = section["server"].strip()
-        if server not in SERVERS:
-            raise KojiBuildError(
-                f"{path}: [{CONFIG_SECTION}] server: expected one of {', '.join(SERVERS)},"
-                f" got {server!r}"
-            )
-        config.server = server
+    config.server = choice("server", SERVERS, config.server)
     busybox = text("busybox")
     if busybox:
         if not Path(busybox).is_file():
