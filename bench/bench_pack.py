@@ -1,21 +1,32 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Benchmark: packing the OCI content layer (tar + sha256) vs `tar -cf - REPO | sha256sum`.
+"""Benchmark: packing the OCI content layer (tar + sha256) vs `tar | openssl dgst -sha256`.
 
-DESIGN section 9: our packing, digest included, must reach at least 0.8x the throughput
-of the two-process pipeline ``tar -cf - REPO | sha256sum`` measured in the same run.
-For scale it also times a plain ``tarfile`` + ``hashlib`` loop.
+Issue 15: our packing, digest included, must reach at least 1.0x the throughput of the
+two-process pipeline ``tar -cf - -C REPO . | openssl dgst -sha256 -r`` (``BASELINE``)
+measured in the same run.
+
+Why OpenSSL and not ``sha256sum``: the true floor of packing is reading every file once
+and hashing the stream. OpenSSL (like Python's hashlib, which uses it) hashes at about
+1.7 GB/s with the CPU's SHA extensions, so ``tar | openssl`` is close to that floor;
+coreutils ``sha256sum`` does about 250 MB/s here and makes a slow baseline. It is kept
+as an extra row (``tar | sha256sum``), with a plain ``tarfile`` + ``hashlib`` loop for
+scale.
 
     python3 bench/bench_pack.py [--repo REPO] [--objects N] [--rounds 3]
 
 Without ``--repo`` it makes (once, cached under /tmp/bench-cache) an archive-mode OSTree
 repo by ``ostree commit`` of generated text files (documentation-like: words from a
-vocabulary, sizes from a few hundred bytes to ~200 KB; see bench/benchrepo.py).
+vocabulary, sizes from a few hundred bytes to ~200 KB; see bench/benchrepo.py);
+``--objects 50000`` makes the size issue 15 was measured at.
 
-Every variant packs the same directory (the repo), writes its tar to a file in a scratch
-directory (ours must land in a file; the baseline's pipe is read by sha256sum and dropped)
-and yields a sha256. Best of ``--rounds`` each, variants interleaved per round, after one
-warm-up pass so all variants read from the page cache. Throughput is repo file bytes per
-second; the ratio is ours / baseline. Exit status 0 on PASS, 1 on FAIL.
+Every variant packs the same directory (the repo) and yields a sha256. Ours and
+``tarfile`` write their tar to a file in a scratch directory (ours must land in a file);
+the pipelines' tar stream is read by the hashing process and dropped. The previous
+round's output file is deleted before the clock starts (freeing its page cache is not
+packing work). Best of ``--rounds`` each, variants interleaved per round, after one
+warm-up pass so all variants read from the page cache. The machine's load average is
+printed with the results: other work on the machine skews the ratios. Throughput is repo
+file bytes per second; the ratio is ours / BASELINE. Exit status 0 on PASS, 1 on FAIL.
 """
 
 from __future__ import annotations
@@ -38,7 +49,9 @@ from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
 
 from koji_hostimage.image.tarwriter import plan_tree, write_tar  # noqa: E402
 
-TARGET_RATIO = 0.8
+TARGET_RATIO = 1.0
+BASELINE = "tar | openssl dgst -sha256"
+OURS = "koji_hostimage.image.tarwriter"
 REF = "bench/x86_64"
 MTIME = 1767225600
 
@@ -64,22 +77,38 @@ def make_repo(cache: Path, objects: int) -> Path:
     return cached_build(final, lambda work: build_repo(work / "repo", objects, REF, work)) / "repo"
 
 
-def pipeline_tar_sha256sum(repo: Path, scratch: Path) -> str:
-    """(a) the baseline: `tar -cf - -C REPO . | sha256sum`, two processes, one pipe."""
+def _pipeline(repo: Path, hasher: list[str]) -> str:
+    """`tar -cf - -C REPO . | HASHER`: two processes, one pipe; the hex digest."""
     tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(repo), "."], stdout=subprocess.PIPE)
     assert tar.stdout is not None
-    sha = subprocess.run(["sha256sum"], stdin=tar.stdout, capture_output=True, check=True)
+    sha = subprocess.run(hasher, stdin=tar.stdout, capture_output=True, check=True)
     tar.stdout.close()
     if tar.wait() != 0:
         raise RuntimeError("tar failed")
     return sha.stdout.split()[0].decode()
 
 
+def pipeline_tar_openssl(repo: Path, scratch: Path) -> str:
+    """(a) BASELINE: `tar -cf - -C REPO . | openssl dgst -sha256 -r`."""
+    return _pipeline(repo, ["openssl", "dgst", "-sha256", "-r"])
+
+
+def pipeline_tar_sha256sum(repo: Path, scratch: Path) -> str:
+    """(a') the old, slower baseline: `tar -cf - -C REPO . | sha256sum`."""
+    return _pipeline(repo, ["sha256sum"])
+
+
 def ours(repo: Path, scratch: Path) -> str:
     """(b) koji_hostimage.image.tarwriter: plan (walk + headers), then write + hash."""
-    with open(scratch / "ours.tar", "wb") as out:
+    with open(_fresh(scratch / "ours.tar"), "wb") as out:
         plan = plan_tree(repo, MTIME)
         return write_tar(plan, out)
+
+
+def _fresh(path: Path) -> Path:
+    """``path`` with the previous round's file removed (outside the timed work)."""
+    path.unlink(missing_ok=True)
+    return path
 
 
 class _HashingFile:
@@ -104,7 +133,7 @@ def plain_tarfile(repo: Path, scratch: Path) -> str:
         info.uname = info.gname = ""
         return info
 
-    with open(scratch / "tarfile.tar", "wb") as out:
+    with open(_fresh(scratch / "tarfile.tar"), "wb") as out:
         sink = _HashingFile(out)
         with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for dirpath, dirnames, filenames in os.walk(repo):
@@ -124,6 +153,8 @@ def best_of(
     best = {name: float("inf") for name in variants}
     for _ in range(rounds):
         for name, function in variants.items():
+            for old in scratch.iterdir():
+                old.unlink()
             started = time.perf_counter()
             function(repo, scratch)
             best[name] = min(best[name], time.perf_counter() - started)
@@ -141,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     files, data_bytes = tree_bytes(repo)
     print(f"repo {repo}: {count_objects(repo)} objects, {files} files, "
           f"{data_bytes / 1e6:.1f} MB")
+    load_before = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="bench-pack-"))
     try:
         # Sanity: ours is a correct tar of the repo and its digest is that of its bytes.
@@ -154,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         times = best_of(
             args.rounds,
             {
+                BASELINE: pipeline_tar_openssl,
+                OURS: ours,
                 "tar | sha256sum": pipeline_tar_sha256sum,
-                "koji_hostimage.image.tarwriter": ours,
                 "tarfile + hashlib": plain_tarfile,
             },
             repo,
@@ -164,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    baseline = times["tar | sha256sum"]
-    print(f"best of {args.rounds} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):")
+    baseline = times[BASELINE]
+    print(f"best of {args.rounds} ({os.cpu_count()} CPUs, load average {load_before:.1f} "
+          f"before, {os.getloadavg()[0]:.1f} after):")
     for name, seconds in times.items():
-        print(f"  {name:26} {seconds:6.3f} s  {data_bytes / seconds / 1e6:7.1f} MB/s  "
+        print(f"  {name:31} {seconds:6.3f} s  {data_bytes / seconds / 1e6:7.1f} MB/s  "
               f"{baseline / seconds:5.2f}x")
-    ratio = baseline / times["koji_hostimage.image.tarwriter"]
+    ratio = baseline / times[OURS]
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
-    print(f"ratio ours / (tar | sha256sum) throughput: {ratio:.2f}x "
+    print(f"ratio ours / ({BASELINE}) throughput: {ratio:.2f}x "
           f"(target >= {TARGET_RATIO}x): {verdict}")
     return 0 if verdict == "PASS" else 1
 

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 # Scratch directories a build makes inside its output directory: ".<kind>-<pid>-<random>".
 # The pid says whether the build that made one still runs; see clean_stale_scratch.
-SCRATCH_KINDS = ("work", "staging", "package")
+# ".trash-<pid>-<random>" is a tree being removed in the background (see discard_tree).
+SCRATCH_KINDS = ("work", "staging", "package", "trash")
 _SCRATCH_RE = re.compile(r"^\.(?P<kind>[a-z]+)-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
 
 
@@ -128,6 +130,62 @@ def clean_stale_scratch(directory: Path, kinds: Iterable[str] = SCRATCH_KINDS) -
             log.info("removed %s, left by an interrupted build (pid %d)", path, pid)
             removed.append(path)
     return removed
+
+
+_DISCARDS: list[threading.Thread] = []
+_DISCARDS_LOCK = threading.Lock()
+
+
+def discard_tree(path: Path) -> Path | None:
+    """Remove the directory ``path`` off the caller's critical path.
+
+    It is renamed to a ``.trash-<pid>-<random>`` sibling (one cheap rename) and deleted
+    by a background thread; the process waits for that thread only when it exits. A
+    killed process's trash is collected by ``clean_stale_scratch`` like its other
+    scratch. Returns the trash path (None: nothing was there). Falls back to removing in
+    place when the rename fails.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return None
+    trash = Path(tempfile.mkdtemp(prefix=scratch_prefix("trash"), dir=path.parent))
+    try:
+        os.replace(path, trash / path.name)
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+    thread = threading.Thread(target=shutil.rmtree, args=(trash,),
+                              kwargs={"ignore_errors": True},
+                              name=f"discard {path.name}", daemon=False)
+    with _DISCARDS_LOCK:
+        _DISCARDS[:] = [t for t in _DISCARDS if t.is_alive()]
+        _DISCARDS.append(thread)
+    thread.start()
+    return trash
+
+
+def wait_for_discards(timeout: float | None = None) -> bool:
+    """Wait until the trees handed to ``discard_tree`` are gone; False on timeout."""
+    with _DISCARDS_LOCK:
+        threads = list(_DISCARDS)
+    for thread in threads:
+        thread.join(timeout)
+    return not any(t.is_alive() for t in threads)
+
+
+@contextmanager
+def scratch_dir(kind: str, parent: Path) -> Iterator[Path]:
+    """A scratch directory ``.<kind>-<pid>-<random>`` in ``parent``, discarded (in the
+    background, see ``discard_tree``) when the block ends."""
+    path = Path(tempfile.mkdtemp(prefix=scratch_prefix(kind), dir=parent))
+    try:
+        yield path
+    finally:
+        discard_tree(path)
 
 
 def os_error_line(exc: OSError, doing: str = "") -> str:

@@ -102,6 +102,9 @@ class HostImageManifest:
     schema_version: int = SCHEMA_VERSION
     # SOURCE_DATE_EPOCH the build ran with (reproducible builds), None when unset
     source_date_epoch: int | None = None
+    # Wall seconds per build stage ("compose": 12.3, ...); only in the copy beside the
+    # archive (the archive's own copy is null: its bytes must not vary between builds)
+    stage_seconds: dict[str, float] | None = None
 
     @property
     def nvr(self) -> str:
@@ -284,7 +287,23 @@ def _parse(data: Any, origin: str) -> HostImageManifest:
         schema_version=version,
         source_date_epoch=_count(origin, data, "source_date_epoch", required=False,
                                  nullable=True, maximum=MAX_TIMESTAMP),
+        stage_seconds=_stage_seconds(origin, _get(origin, data, "stage_seconds",
+                                                  (dict, type(None)), required=False)),
     )
+
+
+def _stage_seconds(origin: str, stages: dict[str, Any] | None) -> dict[str, float] | None:
+    """Stage name -> wall seconds: a finite number >= 0 each."""
+    if stages is None:
+        return None
+    result: dict[str, float] = {}
+    for name, value in stages.items():
+        where = f"stage_seconds.{name}"
+        _expect(origin, where, value, (int, float))
+        if not math.isfinite(value) or value < 0:
+            raise ManifestError(f"{origin}: {where}: expected a number >= 0, got {value!r}")
+        result[name] = float(value)
+    return result
 
 
 def _package(origin: str, entry: Any, index: int) -> Package:

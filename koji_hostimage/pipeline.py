@@ -19,6 +19,13 @@ renamed into place at the end, all together (every target checked first, renames
 on failure), the manifest last: an interrupted build leaves nothing half-written there
 and can simply run again. Scratch directories are named ``.<kind>-<pid>-<random>``; a
 build removes the ones whose process is gone (a killed build's) when it starts.
+Scratch trees are discarded off the critical path: renamed to ``.trash-<pid>-<random>``
+and deleted in a background thread (fsutil.discard_tree); ``build_host_image`` waits for
+that only after the "built ..." line (``BuildRequest.wait_for_cleanup``).
+
+Every stage logs its wall time (``stage NAME: S s``, progress.StageTimer); the outer
+hostimage.json records them as ``stage_seconds`` (the archive's copy does not: it must
+not vary between builds of the same commit).
 
 An unchanged compose (same input hash, ``--work-repo``) still packages the ref's commit
 unless the outputs of exactly that commit are already in ``output_dir``: the input hash
@@ -33,7 +40,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +49,20 @@ from koji_hostimage.compose.base import ComposeRequest, ComposeResult
 from koji_hostimage.compose.engines import get_engine
 from koji_hostimage.compose.rpmdb import PKGLIST_KEY, packages_from_pkglist, packages_in_commit
 from koji_hostimage.errors import HostImageError, ManifestError
-from koji_hostimage.fsutil import clean_stale_scratch, os_error_line, scratch_prefix, write_atomic
+from koji_hostimage.fsutil import (
+    clean_stale_scratch,
+    discard_tree,
+    os_error_line,
+    scratch_dir,
+    scratch_prefix,
+    wait_for_discards,
+    write_atomic,
+)
 from koji_hostimage.image.export import ExportResult, SigningKey, export_commit, open_previous
 from koji_hostimage.image.oci_layout import koji_arch_to_oci
 from koji_hostimage.manifest import MANIFEST_NAME, HostImageManifest, OciInfo, Package, Source
 from koji_hostimage.ostree.repo import OSTreeRepo
+from koji_hostimage.progress import Progress, StageTimer, bytes_in
 from koji_hostimage.runner import CommandRunner
 from koji_hostimage.treefile.load import Treefile, load_treefile
 
@@ -98,6 +114,9 @@ class BuildRequest:
     # Reproducible builds: the commit's timestamp (and so every date in the archive);
     # the same inputs and epoch give the same commit and archive bytes. None: now.
     source_date_epoch: int | None = None
+    # False: return right after "built ...", while scratch trees are still being deleted
+    # in the background (the process waits for that when it exits)
+    wait_for_cleanup: bool = True
 
 
 @dataclass
@@ -112,6 +131,7 @@ class BuildResult:
     log_path: Path | None
     commit: str | None = None  # the built commit (or, unchanged, the ref's current one)
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # every stage, clean-up too
 
 
 @dataclass
@@ -132,16 +152,28 @@ def build_host_image(request: BuildRequest) -> BuildResult:
     started = time.monotonic()
     # An arch the OCI image cannot name fails now, not after the compose.
     koji_arch_to_oci(request.arch)
-    with _os_errors(request.output_dir):
-        # absolute paths: tools run with other working directories (rpm --root, a buildroot)
-        output_dir = prepare_output_dir(request.output_dir)
-        if request.workdir is not None:
-            workdir = Path(request.workdir).absolute()
-            workdir.mkdir(parents=True, exist_ok=True)
-            return _build_in(request, workdir, started)
-        with tempfile.TemporaryDirectory(prefix=scratch_prefix("work"), dir=output_dir
-                                         ) as scratch:
-            return _build_in(request, Path(scratch), started)
+    timer = StageTimer()
+    try:
+        with _os_errors(request.output_dir):
+            # absolute paths: tools run with other working directories (rpm --root...)
+            output_dir = prepare_output_dir(request.output_dir)
+            if request.workdir is not None:
+                workdir = Path(request.workdir).absolute()
+                workdir.mkdir(parents=True, exist_ok=True)
+                clean_stale_scratch(workdir)
+                result = _build_in(request, workdir, started, timer)
+            else:
+                scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("work"), dir=output_dir))
+                try:
+                    result = _build_in(request, scratch, started, timer)
+                finally:
+                    with timer.stage("clean-up"):
+                        discard_tree(scratch)  # a rename; deleted in the background
+    finally:
+        if request.wait_for_cleanup:
+            wait_for_discards()
+    result.stage_seconds = timer.snapshot()
+    return result
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -174,12 +206,16 @@ def _os_errors(output_dir: Path) -> Iterator[None]:
         raise BuildError(os_error_line(exc)) from exc
 
 
-def _build_in(request: BuildRequest, workdir: Path, started: float) -> BuildResult:
+def _build_in(request: BuildRequest, workdir: Path, started: float, timer: StageTimer
+              ) -> BuildResult:
     log_path = workdir / "compose.log"
-    treefile = _load(request)
+    with timer.stage("load"):
+        treefile = _load(request)
     work_repo = _work_repo_path(request, workdir)
-    _seed_work_repo(request, treefile, work_repo, workdir)
-    compose = _compose(request, treefile, workdir, log_path)
+    with timer.stage("seed"):
+        _seed_work_repo(request, treefile, work_repo, workdir)
+    with timer.stage("compose"):
+        compose = _compose(request, treefile, workdir, log_path)
     if not compose.changed:
         existing = _existing_outputs(request, compose, work_repo)
         if existing is not None:
@@ -194,53 +230,64 @@ def _build_in(request: BuildRequest, workdir: Path, started: float) -> BuildResu
         if request.version and version != request.version:
             log.info("unchanged inputs, but %s is version %r, not %r: composing anew",
                      compose.commit[:12], version, request.version)
-            compose = _compose(request, treefile, workdir, log_path, force_nocache=True)
+            with timer.stage("compose"):
+                compose = _compose(request, treefile, workdir, log_path, force_nocache=True)
         else:
             log.info("unchanged: %s stays at %s; its outputs are not in %s: packaging it",
                      compose.ref, compose.commit[:12], request.output_dir)
             with open(log_path, "a", encoding="utf-8") as fh:  # the output's compose.log
                 fh.write(f"inputs unchanged (input hash of {compose.commit}): no new commit;"
                          f" packaging {compose.ref} at {compose.commit}\n")
-    result = package_commit(request, compose, work_repo, workdir, log_path)
+    result = package_commit(request, compose, work_repo, workdir, log_path, timer=timer,
+                            started=started)
     result.seconds = time.monotonic() - started
     return result
 
 
 def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Path,
-                   workdir: Path | None = None, log_path: Path | None = None) -> BuildResult:
+                   workdir: Path | None = None, log_path: Path | None = None,
+                   timer: StageTimer | None = None, started: float | None = None
+                   ) -> BuildResult:
     """Everything after the compose: verify, export, manifest, archive, outputs.
 
     Also usable on its own for a commit composed elsewhere (``compose`` says which ref,
     commit and engine); the same commit always packs into the same archive bytes.
+    ``timer``: the build's stage timer (default: a new one for these stages);
+    ``started``: when the build began (the "built ... in" time), default: now.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
+    timer = timer if timer is not None else StageTimer()
     with _os_errors(request.output_dir):
         output_dir = prepare_output_dir(request.output_dir)
         result = _package_in(request, compose, Path(work_repo).absolute(), output_dir,
-                             workdir, log_path)
+                             workdir, log_path, timer)
     result.seconds = time.monotonic() - started
+    result.stage_seconds = timer.snapshot()
     log.info("built %s in %.1f s", result.archive, result.seconds)
     return result
 
 
 def _package_in(request: BuildRequest, compose: ComposeResult, work_repo: Path,
-                output_dir: Path, workdir: Path | None, log_path: Path | None
-                ) -> BuildResult:
-    with tempfile.TemporaryDirectory(prefix=scratch_prefix("package"),
-                                     dir=workdir or output_dir) as scratch_name:
-        scratch = Path(scratch_name)
-        verified = _verify(work_repo, compose, request.version, scratch)
+                output_dir: Path, workdir: Path | None, log_path: Path | None,
+                timer: StageTimer) -> BuildResult:
+    with scratch_dir("package", workdir or output_dir) as scratch:
+        with timer.stage("verify"):
+            verified = _verify(work_repo, compose, request.version, scratch)
         content_dir = scratch / "content"
-        exported = _export(request, work_repo, compose, verified,
-                           content_dir / "srv" / "repo", scratch)
-        manifest = _manifest(request, compose, verified, exported)
-        manifest.write(content_dir / "srv" / MANIFEST_NAME)
+        with timer.stage("export"):
+            exported = _export(request, work_repo, compose, verified,
+                               content_dir / "srv" / "repo", scratch,
+                               on_stage=lambda name, secs: timer.take("export", name, secs))
+        with timer.stage("manifest"):
+            # the archive's copy: no stage_seconds (its bytes must not vary)
+            manifest = _manifest(request, compose, verified, exported)
+            manifest.write(content_dir / "srv" / MANIFEST_NAME)
         log.info("manifest: %s, %d packages, %d deltas", manifest.nvr, len(manifest.packages),
                  len(manifest.deltas))
         staging = Path(tempfile.mkdtemp(prefix=scratch_prefix("staging"), dir=output_dir))
         try:
             return _write_outputs(request, manifest, compose, content_dir, staging,
-                                  log_path)
+                                  log_path, timer)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -316,8 +363,11 @@ def _compose(request: BuildRequest, treefile: Treefile, workdir: Path, log_path:
 
 def _verify(work_repo: Path, compose: ComposeResult, requested_version: str | None,
             workdir: Path) -> _Verified:
+    # No `ostree fsck` of the work repo here: kept between builds, it holds every earlier
+    # commit, and fsck takes no commit to limit itself to. The export stage fscks the
+    # export repo, which holds exactly this commit's objects (pulled from the work repo,
+    # so a corrupted object there is caught): the check grows with this build only.
     repo = OSTreeRepo(work_repo)
-    repo.fsck(quiet=True)
     if not compose.commit:
         raise BuildError(f"{work_repo}: the compose reported a change but no commit")
     info = repo.show(compose.commit)
@@ -333,8 +383,8 @@ def _verify(work_repo: Path, compose: ComposeResult, requested_version: str | No
         raise BuildError(f"{work_repo}: commit {compose.commit}: metadata {INPUTHASH_KEY}: "
                          f"expected a string, got {inputhash!r}")
     packages = _packages(work_repo, compose.commit, info.metadata, workdir)
-    log.info("verified %s: version %s, %d packages, fsck clean", compose.commit[:12], version,
-             len(packages))
+    log.info("verified %s: version %s, %d packages (its objects are checked at export)",
+             compose.commit[:12], version, len(packages))
     return _Verified(compose.commit, version, inputhash, info.parent,
                      info.content_checksum, info.timestamp, packages)
 
@@ -356,7 +406,8 @@ def _packages(work_repo: Path, commit: str, metadata: dict[str, object], workdir
 
 
 def _export(request: BuildRequest, work_repo: Path, compose: ComposeResult,
-            verified: _Verified, dest: Path, workdir: Path) -> ExportResult:
+            verified: _Verified, dest: Path, workdir: Path,
+            on_stage: Callable[[str, float], None] | None = None) -> ExportResult:
     signing = SigningKey(request.sign_key, request.gpg_homedir) if request.sign_key else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     result = export_commit(
@@ -366,6 +417,7 @@ def _export(request: BuildRequest, work_repo: Path, compose: ComposeResult,
         signing=signing,
         scratch_dir=workdir,
         timestamp=verified.timestamp,
+        on_stage=on_stage,
     )
     log.info("exported %s: %d objects, %d deltas%s", compose.ref, result.object_count,
              len(result.deltas), ", signed" if result.signed else "")
@@ -401,7 +453,7 @@ def _manifest(request: BuildRequest, compose: ComposeResult, verified: _Verified
 
 def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
                    compose: ComposeResult, content_dir: Path, staging: Path,
-                   log_path: Path | None) -> BuildResult:
+                   log_path: Path | None, timer: StageTimer) -> BuildResult:
     from koji_hostimage.image.oci_layout import image_labels, image_ref_name
     from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive
 
@@ -419,7 +471,8 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
         base_image=Path(request.base_image) if request.base_image else None,
         server_busybox=_server_busybox(request),
     )
-    written = write_oci_archive(staging / manifest.archive_name, content_dir, spec)
+    with timer.stage("pack"), Progress("packed", "bytes").watch(lambda: bytes_in(staging)):
+        written = write_oci_archive(staging / manifest.archive_name, content_dir, spec)
     log.info("archive %s: %d bytes, manifest %s", manifest.archive_name, written.size,
              written.manifest_digest)
     manifest.oci = OciInfo(
@@ -429,6 +482,8 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
         config_digest=written.config_digest,
         content_layer_digest=written.content_layer_digest,
     )
+    # every stage so far; publish and clean-up come after this file is written
+    manifest.stage_seconds = timer.snapshot()
     manifest.write(staging / f"{stem}.{MANIFEST_NAME}")
     write_atomic(staging / f"{stem}.compose.json", _compose_json_bytes(compose))
     if log_path is not None and log_path.exists():
@@ -436,7 +491,8 @@ def _write_outputs(request: BuildRequest, manifest: HostImageManifest,
     # publish: archive first, manifest last (its presence means the build is complete)
     names = [manifest.archive_name, f"{stem}.compose.json", f"{stem}.compose.log",
              f"{stem}.{MANIFEST_NAME}"]
-    _publish(staging, output_dir, names)
+    with timer.stage("publish"):
+        _publish(staging, output_dir, names)
     log.info("outputs in %s: %s", output_dir, ", ".join(names))
     compose_log = output_dir / f"{stem}.compose.log"
     return BuildResult(

@@ -12,8 +12,10 @@ import logging
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +29,33 @@ class CommandResult:
     argv: list[str]
     returncode: int
     output: str
+
+
+@dataclass
+class ToolTime:
+    """Wall time spent waiting for external programs run by ``HostRunner``, by program
+    name (``dnf``, ``ostree``...): what a build spends in the tools, not in our code."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    by_tool: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, argv: Sequence[str], seconds: float) -> None:
+        tool = os.path.basename(str(argv[0])) if argv else "?"
+        with self._lock:
+            self.seconds += seconds
+            self.calls += 1
+            self.by_tool[tool] = self.by_tool.get(tool, 0.0) + seconds
+
+    def reset(self) -> None:
+        with self._lock:
+            self.seconds, self.calls = 0.0, 0
+            self.by_tool.clear()
+
+
+# Every HostRunner adds to this (benchmarks read and reset it).
+TOOL_TIME = ToolTime()
 
 
 class CommandRunner(Protocol):
@@ -74,6 +103,7 @@ class HostRunner:
         if env:
             full_env.update(env)
         log.debug("running %s", argv)
+        started = time.monotonic()
         proc = subprocess.Popen(
             argv,
             cwd=str(cwd) if cwd else None,
@@ -87,6 +117,8 @@ class HostRunner:
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            TOOL_TIME.add(argv, time.monotonic() - started)
         output = raw.decode("utf-8", "replace")
         if log_path is not None:
             with open(log_path, "a", encoding="utf-8") as fh:

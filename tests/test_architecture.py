@@ -24,7 +24,7 @@ MAX_MODULE_LINES = 600
 MAX_PLUGIN_LINES = 400
 
 # The shared modules at the top of the package: every stage may use them.
-SHARED = frozenset({"errors", "fsutil", "runner", "manifest", "pkgdiff"})
+SHARED = frozenset({"errors", "fsutil", "runner", "manifest", "pkgdiff", "progress"})
 # What each part may import, besides itself (docs/architecture.md, "What may import what").
 # The stages in the order the data flows: treefile -> compose -> image -> serve.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "runner": frozenset({"errors"}),
     "manifest": frozenset({"errors", "fsutil"}),
     "pkgdiff": frozenset({"manifest"}),
+    "progress": frozenset(),
     "ostree": SHARED,
     "treefile": SHARED,
     "compose": SHARED | {"ostree", "treefile"},

@@ -867,3 +867,127 @@ def test_content_layer_is_world_readable(content: tuple[Path, str], tmp_path: Pa
 ])
 def test_ref_name_is_name_colon_version_release(name, version, release, expected):
     assert oci_layout.image_ref_name(name, version, release) == expected
+
+
+# ------------------------------------------------------------------ tar writer: exact bytes
+
+
+def _ustar_block(info: tarfile.TarInfo) -> bytes:
+    """tarfile's ustar header with devmajor/devminor written as zeros (tarfile leaves
+    them empty for non-devices, our writer writes "0000000"), checksum recomputed."""
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[329:345] = b"0000000\0" * 2
+    block[148:156] = b" " * 8
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block)
+
+
+def _reference_tar(src: Path) -> bytes:
+    """The tar our writer must produce for a tree whose names all fit ustar, built by
+    Python's tarfile with the same normalisation: sorted, parents first, fixed mtime,
+    uid/gid 0 and no names, modes & 0o7777, hard links as files, symlinks as symlinks."""
+    blocks: list[bytes] = []
+
+    def add(directory: Path, prefix: str) -> None:
+        for child in sorted(directory.iterdir(), key=lambda p: os.fsencode(p.name)):
+            st = child.lstat()
+            info = tarfile.TarInfo(prefix + child.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = TIMESTAMP, 0, 0, "", ""
+            info.mode = st.st_mode & 0o7777
+            if child.is_symlink():
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(child)
+                blocks.append(_ustar_block(info))
+            elif child.is_dir():
+                info.type = tarfile.DIRTYPE
+                blocks.append(_ustar_block(info))
+                add(child, prefix + child.name + "/")
+            else:
+                data = child.read_bytes()
+                info.size = len(data)
+                blocks.append(_ustar_block(info))
+                blocks.append(data + bytes(-len(data) % 512))
+
+    add(src, "")
+    return b"".join(blocks) + bytes(1024)
+
+
+def _ustar_tree(src: Path) -> None:
+    deep = src / ("p" * 70) / ("q" * 70)  # 141 + 60: a name split into prefix and name
+    deep.mkdir(parents=True)
+    (deep / ("n" * 58)).write_text("prefix split")
+    (src / "empty").write_bytes(b"")
+    (src / "block").write_bytes(b"x" * 1024)  # a whole number of blocks: no padding
+    (src / "big.bin").write_bytes(os.urandom(tarwriter.BUFFER_SIZE * 2 + 777))
+    (src / "exec").write_text("#!/bin/sh\n")
+    (src / "exec").chmod(0o4755)
+    (src / "private").mkdir(mode=0o700)
+    (src / "private" / "file").write_bytes(os.urandom(600))
+    (src / "link").symlink_to("exec")
+    (src / "dangling").symlink_to("does/not/exist")
+    (src / "hard").hardlink_to(src / "exec")
+    for number in range(300):  # many small files share buffers
+        (src / "many").mkdir(exist_ok=True)
+        (src / "many" / f"f{number:03}").write_bytes(os.urandom(number * 37))
+
+
+def test_tar_writer_bytes_equal_a_tarfile_reference(tmp_path: Path):
+    src = tmp_path / "src"
+    _ustar_tree(src)
+    out = tmp_path / "out.tar"
+    with out.open("wb") as fh:
+        plan, digest = tarwriter.pack_tree(src, fh, TIMESTAMP)
+    expected = _reference_tar(src)
+    data = out.read_bytes()
+    assert data == expected
+    assert plan.size == len(expected)
+    assert digest == hashlib.sha256(expected).hexdigest()
+
+
+def test_pax_members_read_back_by_tarfile(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / ("u" * 120)).write_text("long name")
+    (src / "ünï").write_text("non-ASCII name")
+    (src / "l").symlink_to("t" * 150)
+    out = tmp_path / "out.tar"
+    with out.open("wb") as fh:
+        tarwriter.pack_tree(src, fh, TIMESTAMP)
+    with tarfile.open(out) as tar:
+        members = {m.name: m for m in tar}
+        assert members["l"].linkname == "t" * 150
+        assert tar.extractfile(members["u" * 120]).read() == b"long name"
+        assert tar.extractfile(members["ünï"]).read() == b"non-ASCII name"
+        assert all(m.mtime == TIMESTAMP for m in members.values())
+
+
+@pytest.mark.parametrize("size", [100, tarwriter.BUFFER_SIZE + 100])
+def test_tar_writer_refuses_files_that_changed_size(tmp_path: Path, size: int):
+    src = tmp_path / "src"
+    src.mkdir()
+    victim = src / "victim"
+    victim.write_bytes(b"v" * size)
+    plan = tarwriter.plan_tree(src, TIMESTAMP)
+    victim.write_bytes(b"v" * (size + 1))
+    with (tmp_path / "grew.tar").open("wb") as fh, pytest.raises(
+        ArchiveError, match=f"{victim}: file grew while packing \\(expected {size} bytes\\)"
+    ):
+        tarwriter.write_tar(plan, fh)
+    victim.write_bytes(b"v" * (size - 1))
+    with (tmp_path / "shrank.tar").open("wb") as fh, pytest.raises(
+        ArchiveError, match=f"{victim}: file shrank while packing \\(expected {size} bytes\\)"
+    ):
+        tarwriter.write_tar(plan, fh)
+
+
+@pytest.mark.parametrize("typeflag", [tarwriter.REGTYPE, tarwriter.DIRTYPE, tarwriter.SYMTYPE])
+def test_header_template_path_equals_the_general_encoder(typeflag: bytes):
+    for name, mode, size, mtime in [
+        (b"a", 0o644, 0, 0),
+        (b"objects/ab/" + b"c" * 62 + b".filez", 0o644, 12345, TIMESTAMP),
+        (b"d" * 100, 0o4755, tarwriter._MAX_OCTAL_SIZE, TIMESTAMP),
+        (b"x/y/", 0o700, 511, 2**33 - 1),
+    ]:
+        expected = tarwriter.ustar_header(name, typeflag, mode, size, mtime)
+        assert tarwriter.encode_header(name, typeflag, mode, size, mtime) == expected
+        parsed = tarfile.TarInfo.frombuf(expected, "utf-8", "surrogateescape")
+        assert (parsed.size, parsed.mode, parsed.mtime) == (size, mode, mtime)

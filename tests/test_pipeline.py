@@ -66,10 +66,11 @@ def test_manifest_describes_the_commit(built: Path, example_content):
     archive = built / outer.archive_name
     assert outer.oci is not None and outer.oci.archive == archive.name
     assert outer.oci.archive_size == archive.stat().st_size
-    # the copy inside is the same document without the oci block
+    # the copy inside is the same document without the oci block and the stage timings
     inner = load_image(archive).manifest
-    assert inner.oci is None
-    inner.oci = outer.oci
+    assert inner.oci is None and inner.stage_seconds is None
+    assert outer.stage_seconds is not None
+    inner.oci, inner.stage_seconds = outer.oci, outer.stage_seconds
     assert inner.to_json() == outer.to_json()
     # the commit carries what the manifest says (read back with ostree from the archive)
     with OciArchive(archive) as image:
@@ -418,6 +419,9 @@ def test_source_date_epoch_builds_are_byte_identical(example_content, tmp_path: 
     assert first.timestamp == first.source_date_epoch == 1700000000
     assert ((tmp_path / "a" / f"{stem}.oci.tar").read_bytes()
             == (tmp_path / "b" / f"{stem}.oci.tar").read_bytes())
+    # the outer copies differ only in their stage timings
+    assert first.stage_seconds and second.stage_seconds
+    first.stage_seconds = second.stage_seconds = None
     assert first.to_json() == second.to_json()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert main(["build", str(example_content.treefile), "-o", str(tmp_path / "c"),
@@ -431,3 +435,187 @@ def test_an_arch_the_image_cannot_name_fails_before_the_compose(
         build_host_image(BuildRequest(treefile=example_content.treefile,
                                       output_dir=tmp_path / "out", arch="pdp11", engine="dnf"))
     assert asked == []
+
+
+# --- stage timings, verification of this build only, clean-up off the critical path -----
+
+
+def test_stage_timings_are_logged_and_only_in_the_outer_manifest(
+        example_content, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("INFO")
+    result = build_host_image(request(example_content, tmp_path / "out", version="5"))
+    stages = ["load", "seed", "compose", "verify", "export", "manifest", "pack"]
+    outer = HostImageManifest.load(result.manifest_path)
+    assert outer.stage_seconds is not None and list(outer.stage_seconds) == sorted(stages)
+    assert all(seconds >= 0 for seconds in outer.stage_seconds.values())
+    assert outer.stage_seconds["compose"] > 0
+    # publish and clean-up come after the file is written: in the result and the log
+    assert set(result.stage_seconds) == set(stages) | {"publish", "clean-up"}
+    for name in result.stage_seconds:
+        assert f"stage {name}: " in caplog.text
+    with OciArchive(result.archive) as image:
+        inner = json.loads(image.read_content_file("srv/hostimage.json"))
+    assert inner["stage_seconds"] is None
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def test_stage_seconds_must_be_numbers_of_at_least_zero(built: Path):
+    data = json.loads((built / "host-1.0.0-3.x86_64.hostimage.json").read_text())
+    assert HostImageManifest.from_dict(dict(data, stage_seconds={"pack": 1.5, "load": 0}
+                                            )).stage_seconds == {"pack": 1.5, "load": 0.0}
+    for bad, message in (({"pack": -1}, "stage_seconds.pack: expected a number >= 0"),
+                         ({"pack": "1"}, "stage_seconds.pack: expected int or float"),
+                         ({"pack": True}, "stage_seconds.pack: expected int or float"),
+                         ([1.0], "stage_seconds: expected dict or null")):
+        with pytest.raises(HostImageError, match=message):
+            HostImageManifest.from_dict(dict(data, stage_seconds=bad))
+
+
+def _corrupt_file_object(repo: Path, content: bytes) -> None:
+    """Rewrite the one file object of the repo holding ``content`` (same size)."""
+    [obj] = [p for p in (repo / "objects").rglob("*.file") if p.read_bytes() == content]
+    obj.chmod(0o644)
+    obj.write_bytes(content.upper())
+
+
+def test_verify_checks_this_commit_not_the_whole_kept_work_repo(tmp_path: Path):
+    """An unrelated, corrupted commit in a kept work repo does not fail the build (the old
+    `ostree fsck` of the whole repo did, and grew with every earlier build); a corrupted
+    object of the commit being built is still caught."""
+    packages = [Package("tool", None, "1.0", "3", "noarch")]
+    metadata = {"version": "7", "rpmostree.inputhash": "f" * 64,
+                PKGLIST_KEY: pkglist_metadata(packages)}
+    repo = OSTreeRepo(tmp_path / "work").init("bare-user")
+    commits = {}
+    for ref, text in (("old/ref", b"old tool\n"), ("new/ref", b"new tool\n"),
+                      ("bad/ref", b"bad tool\n")):
+        tree = tmp_path / ref.replace("/", "-") / "usr" / "bin"
+        tree.mkdir(parents=True)
+        (tree / "tool").write_bytes(text)
+        commits[ref] = repo.commit(tree.parent.parent, ref, metadata=metadata).commit
+    _corrupt_file_object(repo.path, b"old tool\n")
+    _corrupt_file_object(repo.path, b"bad tool\n")
+
+    def pack(ref: str, out: str):
+        compose = ComposeResult(changed=True, ref=ref, commit=commits[ref], engine="dnf")
+        return package_commit(BuildRequest(treefile=tmp_path / "host.yaml",
+                                           output_dir=tmp_path / out, arch=ARCH),
+                              compose, repo.path)
+
+    assert pack("new/ref", "a").archive.is_file()
+    with pytest.raises(HostImageError, match="[Cc]orrupted"):
+        pack("bad/ref", "b")
+    assert not (tmp_path / "b" / "host-7-1.x86_64.oci.tar").exists()
+
+
+def test_discarded_trees_leave_at_once_and_stale_trash_is_collected(tmp_path: Path):
+    from koji_hostimage.fsutil import clean_stale_scratch, discard_tree, wait_for_discards
+
+    big = tmp_path / "stage"
+    (big / "sub").mkdir(parents=True)
+    for i in range(200):
+        (big / "sub" / f"f{i}").write_text("x")
+    trash = discard_tree(big)
+    assert not big.exists()  # renamed away at once; deleted in the background
+    assert trash is not None and trash.name.startswith(f".trash-{os.getpid()}-")
+    assert wait_for_discards(timeout=60)
+    assert not trash.exists()
+    assert discard_tree(big) is None  # nothing there: nothing to do
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".trash-{dead.pid}-abc" / "left").mkdir(parents=True)
+    (tmp_path / f".trash-{os.getpid()}-mine").mkdir()
+    removed = clean_stale_scratch(tmp_path)
+    assert [p.name for p in removed] == [f".trash-{dead.pid}-abc"]
+    assert sorted(os.listdir(tmp_path)) == [f".trash-{os.getpid()}-mine"]
+
+
+def test_the_built_line_does_not_wait_for_the_clean_up(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Deleting the work trees happens after "built ..." and in the background: a slow
+    deletion delays neither the result nor (wait_for_cleanup=False) the return."""
+    import threading
+    import time
+
+    from koji_hostimage import fsutil
+
+    release = threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def slow_rmtree(path, *args, **kwargs):
+        if ".trash-" in str(path):
+            release.wait(60)
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil.shutil, "rmtree", slow_rmtree)
+    started = time.monotonic()
+    result = build_host_image(request(example_content, tmp_path / "out", version="6",
+                                      wait_for_cleanup=False))
+    assert result.archive.is_file() and time.monotonic() - started < 55
+    assert result.stage_seconds["clean-up"] < 5
+    assert any(p.name.startswith(".trash-") for p in (tmp_path / "out").iterdir())
+    release.set()
+    assert fsutil.wait_for_discards(timeout=60)
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def test_progress_lines_with_a_rate_at_most_every_interval(caplog: pytest.LogCaptureFixture):
+    from koji_hostimage.progress import QUIET_INTERVAL, Progress
+
+    caplog.set_level("INFO", logger="koji_hostimage.progress")
+    quiet = Progress("exported", total=1000, terminal=False)
+    assert quiet.interval == QUIET_INTERVAL == 10.0
+    start = quiet.started
+    for second in range(1, 31):  # 30 s of updates, one a second
+        quiet.update(second * 10, now=start + second)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["exported: 100 objects of 1,000 objects in 10 s (10 objects/s)",
+                     "exported: 200 objects of 1,000 objects in 20 s (10 objects/s)",
+                     "exported: 300 objects of 1,000 objects in 30 s (10 objects/s)"]
+    caplog.clear()
+    tty = Progress("packed", "bytes", terminal=True)
+    for tick in range(1, 5):
+        tty.update(tick * 3 * 1024 * 1024, now=tty.started + tick * 0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and lines[0] == "packed: 3.0 MiB in 0 s (6.0 MiB/s)"
+    # on a terminal, later lines are redrawn in place
+    assert all(line.startswith("\x1b[1A\r\x1b[Kpacked: ") for line in lines[1:])
+
+
+def test_exported_objects_are_reported_while_ostree_pulls(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture):
+    from koji_hostimage import progress
+
+    monkeypatch.setattr(progress, "QUIET_INTERVAL", 0.0)  # a line at every sample
+    monkeypatch.setattr(progress, "_is_terminal", lambda: False)
+    caplog.set_level("INFO")
+    result = build_host_image(request(example_content, tmp_path / "out", version="9"))
+    exported = [r.getMessage() for r in caplog.records if r.getMessage().startswith(
+        "exported: ")]
+    assert exported and exported[-1].endswith("(done)")
+    assert exported[-1].startswith(f"exported: {result.manifest.object_count:,} objects in")
+    assert any(r.getMessage().startswith("packed: ") for r in caplog.records)
+
+
+def test_deltas_are_their_own_stage_not_counted_twice(
+        example_content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    from koji_hostimage.image import export
+
+    first = build_host_image(request(example_content, tmp_path / "a", version="1"))
+    real = export._make_deltas
+
+    def slow_deltas(*args, **kwargs):
+        time.sleep(2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_make_deltas", slow_deltas)
+    second = build_host_image(request(example_content, tmp_path / "b", version="2",
+                                      force_nocache=True, previous=[first.archive]))
+    stages = second.stage_seconds
+    assert stages["deltas"] >= 2.0
+    # every stage counted once: together no longer than the build
+    assert sum(stages.values()) <= second.seconds + 0.05
+    assert HostImageManifest.load(second.manifest_path).stage_seconds["deltas"] >= 2.0

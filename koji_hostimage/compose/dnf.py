@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from koji_hostimage.errors import ComposeError, HostImageError, tail_lines
-from koji_hostimage.fsutil import write_atomic
+from koji_hostimage.fsutil import clean_stale_scratch, discard_tree, write_atomic
 from koji_hostimage.manifest import Package
 from koji_hostimage.ostree.repo import CommitInfo, OSTreeRepo
 from koji_hostimage.pkgdiff import diff_packages
@@ -52,7 +52,7 @@ from koji_hostimage.treefile.repos import RepoSource, resolve_repos, write_repo_
 from koji_hostimage.treefile.version import automatic_version
 
 from .base import ComposeEngine, ComposeRequest, ComposeResult
-from .reshape import remove_tree, reshape_for_ostree
+from .reshape import reshape_for_ostree
 from .rpmdb import (
     PKGLIST_KEY,
     RPMDB_DIR,
@@ -141,7 +141,8 @@ class DnfEngine(ComposeEngine):
         version = request.version or _automatic_version(treefile, previous,
                                                         request.source_date_epoch)
         stage = workdir / STAGE_DIR_NAME
-        remove_tree(stage)
+        clean_stale_scratch(workdir, kinds=("trash",))  # a killed build's, in a kept workdir
+        discard_tree(stage)  # a stale one: renamed away, removed in the background
         stage.mkdir()
         install_root = stage / "install"
         rootfs = stage / "rootfs"
@@ -168,7 +169,7 @@ class DnfEngine(ComposeEngine):
             log_path=request.log_path,
         )
         log.info("dnf: committed %s => %s", treefile.ref, stats.commit)
-        remove_tree(stage)
+        discard_tree(stage)  # the installed tree: removed while the build goes on
 
         info = repo.show(stats.commit)
         data = compose_json_data(treefile.ref, info, stats, previous, packages)

@@ -30,7 +30,8 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from koji_hostimage.errors import ArchiveError, HostImageError
 from koji_hostimage.fsutil import atomic_output
 from koji_hostimage.manifest import Delta
 from koji_hostimage.ostree.repo import OSTreeRepo
+from koji_hostimage.progress import Progress, count_files
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +296,14 @@ def export_commit(
     scratch_dir: Path | None = None,
     timestamp: int | None = None,
     arch: str | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> ExportResult:
     """Build the export repo at ``dest`` (created whole or not at all).
 
     ``previous``: earlier builds (archives or repos) to generate static deltas from;
     with ``arch`` (Koji arch), each must be of that arch (see open_previous).
     ``timestamp``: pinned into delta superblocks and the summary; default: the commit's.
+    ``on_stage(name, seconds)``: told the time spent on the part ``deltas``.
     """
     work_repo, dest = Path(work_repo), Path(dest)
     commit = str(OSTreeRepo(work_repo).rev_parse(commit))
@@ -309,7 +313,7 @@ def export_commit(
         scratch = Path(scratch_name)
         with atomic_output(dest) as repo:
             result = _populate(work_repo, ref, commit, repo, previous, delta_from_scratch,
-                               signing, scratch, ts, arch)
+                               signing, scratch, ts, arch, on_stage)
         result.repo = dest
     return result
 
@@ -325,14 +329,19 @@ def _populate(
     scratch: Path,
     ts: int,
     arch: str | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> ExportResult:
     export = OSTreeRepo(repo).init("archive")
-    export.pull_local(work_repo, [commit], depth=0)
+    with Progress("exported").watch(lambda: count_files(repo / "objects")):
+        export.pull_local(work_repo, [commit], depth=0)
     export.set_ref(ref, commit)
     if signing is not None:
         # before the deltas: each superblock embeds the commit's detached metadata
         export.gpg_sign(commit, signing.key_id, signing.homedir)
+    started = time.monotonic()
     deltas = _make_deltas(repo, ref, commit, previous, delta_from_scratch, scratch, ts, arch)
+    if on_stage is not None and (previous or delta_from_scratch):
+        on_stage("deltas", time.monotonic() - started)
     _write_summary(export, signing, ts)
     export.fsck()
     _tidy(repo)

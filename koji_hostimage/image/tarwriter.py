@@ -8,7 +8,8 @@ Why not ``tarfile``: a plain ``tarfile`` + ``hashlib`` loop packs an OSTree arch
 
 - plan first: walk the tree once (sorted), encode every header up front, so the exact size
   of the tar is known before a byte is written (the OCI writer needs it for the outer
-  header of the blob);
+  header of the blob); the common header (short ASCII name, no link) is filled into a
+  template cached per (type, mode, mtime): only name, size and checksum vary;
 - copy file data with one ``readv`` straight into a large reusable buffer, with no
   intermediate ``bytes`` objects;
 - hash and write each full buffer on a helper thread (``hashlib`` and ``os.write`` release
@@ -53,10 +54,11 @@ BUFFER_COUNT = 3
 
 _MAX_OCTAL_SIZE = 0o77777777777  # 11 octal digits: the largest size ustar can hold
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12s")
+_NUL_PAD = b"\0" * 100
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
+@dataclass(slots=True)
 class TarEntry:
     """One member of a planned tar: its encoded header and, for files, where to read."""
 
@@ -156,10 +158,27 @@ def _fixed_sum(typeflag: bytes, mode: int, mtime: int) -> int:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _template(typeflag: bytes, mode: int, mtime: int) -> tuple[bytes, bytes, bytes, int]:
+    """The constant parts of a header with no link or prefix: the bytes between the
+    name and the size field, between the size and the checksum, after the checksum,
+    and the fixed part of the checksum. Same bytes as ``ustar_header`` builds."""
+    block = ustar_header(b"", typeflag, mode, 0, mtime)
+    return block[100:124], block[136:148], block[156:], _fixed_sum(typeflag, mode, mtime)
+
+
 def encode_header(
     name: bytes, typeflag: bytes, mode: int, size: int, mtime: int, linkname: bytes = b""
 ) -> bytes:
     """Header block(s) for one member: ustar, with a PAX header first only if needed."""
+    if not linkname and len(name) <= 100 and size <= _MAX_OCTAL_SIZE and name.isascii():
+        # The common case, from a cached template: only name, size and checksum vary.
+        ids, times, tail, fixed = _template(typeflag, mode, mtime)
+        size_field = b"%011o\0" % size
+        checksum = fixed + sum(name) + sum(size_field)
+        return b"".join(
+            (name, _NUL_PAD[len(name):], ids, size_field, times, b"%06o\0 " % checksum, tail)
+        )
     pax: list[bytes] = []
     split = _split_ustar_name(name) if name.isascii() else None
     if split is None:
@@ -202,28 +221,32 @@ def _walk(directory: bytes, prefix: bytes, mtime: int, out: list[TarEntry]) -> N
             children = sorted(scan, key=lambda child: child.name)
     except OSError as exc:
         raise ArchiveError(f"{os.fsdecode(directory)}: cannot list: {exc.strerror}") from exc
+    is_reg, is_dir, is_lnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
+    append = out.append
     for child in children:
         name = prefix + child.name
         try:
             st = child.stat(follow_symlinks=False)
         except OSError as exc:
             raise ArchiveError(f"{os.fsdecode(child.path)}: cannot stat: {exc.strerror}") from exc
-        mode = st.st_mode & 0o7777
-        if stat.S_ISREG(st.st_mode):
-            header = encode_header(name, REGTYPE, mode, st.st_size, mtime)
-            out.append(TarEntry(name, header, st.st_size, child.path))
-        elif stat.S_ISDIR(st.st_mode):
-            header = encode_header(name + b"/", DIRTYPE, mode, 0, mtime)
-            out.append(TarEntry(name + b"/", header, 0, None))
-            _walk(child.path, name + b"/", mtime, out)
-        elif stat.S_ISLNK(st.st_mode):
+        st_mode = st.st_mode
+        mode = st_mode & 0o7777
+        if is_reg(st_mode):
+            size = st.st_size
+            append(TarEntry(name, encode_header(name, REGTYPE, mode, size, mtime), size,
+                            child.path))
+        elif is_dir(st_mode):
+            name += b"/"
+            append(TarEntry(name, encode_header(name, DIRTYPE, mode, 0, mtime), 0, None))
+            _walk(child.path, name, mtime, out)
+        elif is_lnk(st_mode):
             target = os.readlink(child.path)
             header = encode_header(name, SYMTYPE, mode, 0, mtime, target)
-            out.append(TarEntry(name, header, 0, None))
+            append(TarEntry(name, header, 0, None))
         else:
             raise ArchiveError(
                 f"{os.fsdecode(child.path)}: cannot pack a "
-                f"{_kind_name(st.st_mode)}: expected a directory, regular file or symlink"
+                f"{_kind_name(st_mode)}: expected a directory, regular file or symlink"
             )
 
 
@@ -329,12 +352,14 @@ def _fill(
     view = memoryview(buf)
     capacity = len(buf)
     pos = 0
-    readv = os.readv
+    readv, open_, close = os.readv, os.open, os.close
+    flags = _OPEN_FLAGS
     for entry in plan.entries:
         header = entry.header
         size = entry.size
+        pad = -size % BLOCK
         # Room for the header, the data, its padding and one spare byte (see below)?
-        need = len(header) + padded(size) + 1
+        need = len(header) + size + pad + 1
         if capacity - pos < need:
             buf, view = _next_buffer(writer, buf, view, pos)
             pos = 0
@@ -350,7 +375,12 @@ def _fill(
         else:
             # One readv of size+1 bytes: a file that grew since planning shows up as an
             # extra byte; a short read is retried before calling the file shrunk.
-            fd = _open_source(source)
+            try:
+                fd = open_(source, flags)
+            except OSError as exc:
+                raise ArchiveError(
+                    f"{os.fsdecode(source)}: cannot open: {exc.strerror}"
+                ) from exc
             try:
                 got = readv(fd, [view[pos : pos + size + 1]])
                 while got < size:
@@ -359,11 +389,10 @@ def _fill(
                         raise _shrank(source, size)
                     got += more
             finally:
-                os.close(fd)
+                close(fd)
             if got > size:
                 raise _grew(source, size)
             pos += size
-        pad = padded(size) - size
         if pad:
             view[pos : pos + pad] = ZEROS[:pad]
             pos += pad
