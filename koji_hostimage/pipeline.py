@@ -217,16 +217,16 @@ def _build_in(request: BuildRequest, workdir: Path, started: float, timer: Stage
     with timer.stage("compose"):
         compose = _compose(request, treefile, workdir, log_path)
     if not compose.changed:
-        existing = _existing_outputs(request, compose, work_repo)
+        if not compose.commit:
+            raise BuildError(f"{work_repo}: the compose reported no change but {compose.ref} "
+                             "has no commit")
+        version = OSTreeRepo(work_repo).show(compose.commit).version
+        existing = _existing_outputs(request, compose.commit, version)
         if existing is not None:
             log.info("unchanged: %s stays at %s; its outputs are already in %s", compose.ref,
                      compose.commit, existing.archive.parent if existing.archive else "")
             existing.seconds = time.monotonic() - started
             return existing
-        if not compose.commit:
-            raise BuildError(f"{work_repo}: the compose reported no change but {compose.ref} "
-                             "has no commit")
-        version = OSTreeRepo(work_repo).show(compose.commit).version
         if request.version and version != request.version:
             log.info("unchanged inputs, but %s is version %r, not %r: composing anew",
                      compose.commit[:12], version, request.version)
@@ -238,10 +238,8 @@ def _build_in(request: BuildRequest, workdir: Path, started: float, timer: Stage
             with open(log_path, "a", encoding="utf-8") as fh:  # the output's compose.log
                 fh.write(f"inputs unchanged (input hash of {compose.commit}): no new commit;"
                          f" packaging {compose.ref} at {compose.commit}\n")
-    result = package_commit(request, compose, work_repo, workdir, log_path, timer=timer,
-                            started=started)
-    result.seconds = time.monotonic() - started
-    return result
+    return package_commit(request, compose, work_repo, workdir, log_path, timer=timer,
+                          started=started)
 
 
 def package_commit(request: BuildRequest, compose: ComposeResult, work_repo: Path,
@@ -560,13 +558,11 @@ def _publish(staging: Path, output_dir: Path, names: list[str]) -> None:
         raise
 
 
-def _existing_outputs(request: BuildRequest, compose: ComposeResult, work_repo: Path
+def _existing_outputs(request: BuildRequest, commit: str, version: str | None
                       ) -> BuildResult | None:
-    """The outputs of exactly ``compose.commit`` when they are all in the output
-    directory (the manifest naming that commit, the archive of its size), else None."""
-    if not compose.commit:
-        return None
-    version = OSTreeRepo(work_repo).show(compose.commit).version
+    """The outputs of exactly ``commit`` (whose metadata version is ``version``) when they
+    are all in the output directory (the manifest naming that commit, the archive of its
+    size), else None."""
     if not version or (request.version and version != request.version):
         return None
     output_dir = Path(request.output_dir).absolute()
@@ -578,11 +574,11 @@ def _existing_outputs(request: BuildRequest, compose: ComposeResult, work_repo: 
     except ManifestError:
         return None
     archive = output_dir / manifest.archive_name
-    if (manifest.commit != compose.commit or manifest.oci is None
+    if (manifest.commit != commit or manifest.oci is None
             or not archive.is_file() or archive.stat().st_size != manifest.oci.archive_size):
         return None
     compose_json = output_dir / f"{stem}.compose.json"
     compose_log = output_dir / f"{stem}.compose.log"
     return BuildResult(False, manifest, archive, manifest_path,
                        compose_json if compose_json.is_file() else None,
-                       compose_log if compose_log.is_file() else None, commit=compose.commit)
+                       compose_log if compose_log.is_file() else None, commit=commit)
