@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from koji_hostimage.errors import ArchiveError, HostImageError
-from koji_hostimage.image import oci_layout, oci_writer, tarreader, tarwriter
+from koji_hostimage.image import oci_layout, tarreader, tarwriter
 from koji_hostimage.image.oci_layout import (
     LABEL_OSTREE_REF,
     OciSpecError,
@@ -486,21 +486,30 @@ def test_interrupted_write_leaves_nothing_at_dest(
     assert sorted(p.name for p in dest.parent.iterdir()) == ["image.oci.tar"]
 
 
+def _fstat_lying_about(victim: Path, delta: int):
+    """An os.fstat that reports ``victim``'s size off by ``delta``: stands in for a file
+    that changes size between the packer's fstat and its read (a race too narrow to
+    hit on purpose)."""
+    real = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real(fd)
+        if os.readlink(f"/proc/self/fd/{fd}") != str(victim):
+            return st
+        fields = list(st)[:10]
+        fields[6] += delta  # st_size
+        return os.stat_result(fields)
+
+    return fstat
+
+
 def test_a_file_growing_while_packing_fails_cleanly(
     content: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     content_dir = tmp_path / "content"
     shutil.copytree(content[0], content_dir, symlinks=True)
     victim = content_dir / "srv/hostimage.json"
-    real_plan = oci_writer.plan_tree
-
-    def plan_then_grow(root, mtime):
-        plan = real_plan(root, mtime)
-        with victim.open("a") as fh:
-            fh.write("more\n")
-        return plan
-
-    monkeypatch.setattr(oci_writer, "plan_tree", plan_then_grow)
+    monkeypatch.setattr(tarwriter, "_fstat", _fstat_lying_about(victim, -5))
     dest = tmp_path / "image.oci.tar"
     with pytest.raises(ArchiveError, match="hostimage.json: file grew while packing"):
         write_oci_archive(dest, content_dir, spec_for(content[1]))
@@ -526,10 +535,11 @@ def test_tar_writer_output_matches_gnu_tar_extraction(tmp_path: Path):
 
     out = tmp_path / "out.tar"
     with out.open("wb") as fh:
-        plan, digest = tarwriter.pack_tree(src, fh, TIMESTAMP)
+        packed = tarwriter.pack_tree(src, fh, TIMESTAMP)
     data = out.read_bytes()
-    assert len(data) == plan.size
-    assert hashlib.sha256(data).hexdigest() == digest
+    assert len(data) == packed.size
+    assert hashlib.sha256(data).hexdigest() == packed.sha256
+    assert packed.file_count == 6  # exec, hard, empty, big.bin, ünïcode.txt, the long one
 
     extracted = tmp_path / "gnu"
     extracted.mkdir()
@@ -551,7 +561,20 @@ def test_tar_writer_refuses_special_files_by_name(tmp_path: Path):
     src.mkdir()
     os.mkfifo(src / "pipe")
     with pytest.raises(ArchiveError, match=f"{src / 'pipe'}: cannot pack a fifo"):
-        tarwriter.plan_tree(src, TIMESTAMP)
+        tarwriter.pack_tree(src, io.BytesIO(), TIMESTAMP)
+
+
+def test_a_file_replaced_by_a_fifo_after_listing_is_refused_without_hanging(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file").write_text("listed as a regular file")
+    entries = tarwriter._list_tree(os.fsencode(src), TIMESTAMP, 0)
+    (src / "file").unlink()
+    os.mkfifo(src / "file")  # opened without O_NONBLOCK, this would wait for a writer
+    writer = tarwriter.HashingWriter(io.BytesIO())
+    with pytest.raises(ArchiveError, match=f"{src / 'file'}: cannot pack a fifo"):
+        tarwriter._fill(entries, writer, TIMESTAMP, 0, None)
+    writer.abort()
 
 
 def test_ustar_name_split_and_pax_fallback():
@@ -935,12 +958,15 @@ def test_tar_writer_bytes_equal_a_tarfile_reference(tmp_path: Path):
     _ustar_tree(src)
     out = tmp_path / "out.tar"
     with out.open("wb") as fh:
-        plan, digest = tarwriter.pack_tree(src, fh, TIMESTAMP)
+        packed = tarwriter.pack_tree(src, fh, TIMESTAMP)
     expected = _reference_tar(src)
     data = out.read_bytes()
     assert data == expected
-    assert plan.size == len(expected)
-    assert digest == hashlib.sha256(expected).hexdigest()
+    assert packed.size == len(expected)
+    assert packed.sha256 == hashlib.sha256(expected).hexdigest()
+    assert packed.data_bytes == sum(
+        p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink()
+    )
 
 
 def test_pax_members_read_back_by_tarfile(tmp_path: Path):
@@ -961,22 +987,37 @@ def test_pax_members_read_back_by_tarfile(tmp_path: Path):
 
 
 @pytest.mark.parametrize("size", [100, tarwriter.BUFFER_SIZE + 100])
-def test_tar_writer_refuses_files_that_changed_size(tmp_path: Path, size: int):
+def test_tar_writer_refuses_files_that_changed_size(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+):
     src = tmp_path / "src"
     src.mkdir()
     victim = src / "victim"
     victim.write_bytes(b"v" * size)
-    plan = tarwriter.plan_tree(src, TIMESTAMP)
-    victim.write_bytes(b"v" * (size + 1))
+    monkeypatch.setattr(tarwriter, "_fstat", _fstat_lying_about(victim, -1))
     with (tmp_path / "grew.tar").open("wb") as fh, pytest.raises(
-        ArchiveError, match=f"{victim}: file grew while packing \\(expected {size} bytes\\)"
+        ArchiveError, match=f"{victim}: file grew while packing \\(expected {size - 1} bytes\\)"
     ):
-        tarwriter.write_tar(plan, fh)
-    victim.write_bytes(b"v" * (size - 1))
+        tarwriter.pack_tree(src, fh, TIMESTAMP)
+    monkeypatch.setattr(tarwriter, "_fstat", _fstat_lying_about(victim, +1))
     with (tmp_path / "shrank.tar").open("wb") as fh, pytest.raises(
-        ArchiveError, match=f"{victim}: file shrank while packing \\(expected {size} bytes\\)"
+        ArchiveError, match=f"{victim}: file shrank while packing \\(expected {size + 1} bytes\\)"
     ):
-        tarwriter.write_tar(plan, fh)
+        tarwriter.pack_tree(src, fh, TIMESTAMP)
+
+
+@pytest.mark.parametrize("size", [0, 12345, 0o77777777777, 0o77777777777 + 1, 20 << 30])
+def test_fixed_length_header_holds_any_size_in_one_block(size: int):
+    """The OCI writer rewrites the content layer's header in place once the layer's size
+    is known: the header must be one block whatever the size (base-256 from 8 GiB)."""
+    name = b"blobs/sha256/" + b"a" * 64
+    block = tarwriter.fixed_length_header(name, 0o644, size, TIMESTAMP)
+    assert len(block) == tarwriter.BLOCK
+    if size <= 0o77777777777:
+        assert block == tarwriter.encode_header(name, tarwriter.REGTYPE, 0o644, size, TIMESTAMP)
+    member = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")  # checks the sum
+    assert (member.name, member.size, member.mode) == (name.decode(), size, 0o644)
+    assert tarreader._number(block[124:136], "test", 0) == size
 
 
 @pytest.mark.parametrize("typeflag", [tarwriter.REGTYPE, tarwriter.DIRTYPE, tarwriter.SYMTYPE])

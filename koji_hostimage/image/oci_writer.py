@@ -11,9 +11,11 @@ content layer's name is only known once it is written):
     blobs/sha256/<config>, blobs/sha256/<manifest>, index.json
 
 The content layer is streamed straight into the archive while it is hashed: its outer
-header is written first with a placeholder name (the size is known from the plan), then
-rewritten in place with the real ``blobs/sha256/<digest>`` once the digest is known. So
-the layer is written exactly once and never held in memory.
+header is written first with a placeholder name and size, then rewritten in place with
+the real ``blobs/sha256/<digest>`` and size once the layer is written (a header of the
+same length whatever the size: ``tarwriter.fixed_length_header``). So the layer is
+written exactly once, never held in memory, and the first byte goes out before the
+tree has been walked.
 
 A base image is read with ``oci_reader.OciArchive``; its layers are copied byte for byte.
 Without one, ``spec.server_busybox`` adds the server layer and the config that runs it
@@ -62,15 +64,15 @@ from .serverlayer import (
     ServerLayer,
     build_server_layer,
 )
-from .tarreader import BLOCK, padded
+from .tarreader import padded
 from .tarwriter import (
     DIRTYPE,
     END_OF_ARCHIVE,
     REGTYPE,
-    TarPlan,
+    PackResult,
     encode_header,
-    plan_tree,
-    write_tar,
+    fixed_length_header,
+    pack_tree,
 )
 
 log = logging.getLogger(__name__)
@@ -167,12 +169,8 @@ def write_oci_archive(dest: Path, content_dir: Path, spec: OciImageSpec) -> OciW
               if spec.server_busybox else None)
     base = _read_base_image(Path(spec.base_image), architecture) if spec.base_image else None
     try:
-        plan = plan_tree(content_dir, spec.created)
-        _make_world_readable(plan, spec.created)
-        log.debug("packing %d entries (%d bytes) from %s", len(plan.entries), plan.size,
-                  content_dir)
         with atomic_output(dest) as tmp, open(tmp, "w+b") as out:
-            result = _write_archive(out, plan, spec, architecture, base, server)
+            result = _write_archive(out, content_dir, spec, architecture, base, server)
             out.flush()
             os.fsync(out.fileno())  # the rename must not publish a file still in flight
     finally:
@@ -210,21 +208,6 @@ def _check_spec(spec: OciImageSpec) -> str:
     return architecture
 
 
-def _make_world_readable(plan: TarPlan, mtime: int) -> None:
-    """Files ``+r`` and directories ``+rx`` in the planned headers (same sizes)."""
-    for number, entry in enumerate(plan.entries):
-        ustar = entry.header[-BLOCK:]
-        typeflag = ustar[156:157]
-        mode = int(ustar[100:107], 8)
-        wanted = mode | (0o555 if typeflag == DIRTYPE else 0o444)
-        if typeflag not in (REGTYPE, DIRTYPE) or wanted == mode:
-            continue
-        header = encode_header(entry.name, typeflag, wanted, entry.size, mtime)
-        if len(header) != len(entry.header):  # same name and size, so never
-            raise ArchiveError(f"{entry.name!r}: header changed size")
-        plan.entries[number].header = header
-
-
 def _check_content_dir(content_dir: Path) -> None:
     """content_dir must hold srv/repo, an archive-mode OSTree repo (DESIGN section 4)."""
     config_path = content_dir / "srv" / "repo" / "config"
@@ -250,7 +233,7 @@ def _check_content_dir(content_dir: Path) -> None:
 
 def _write_archive(
     out: BinaryIO,
-    plan: TarPlan,
+    content_dir: Path,
     spec: OciImageSpec,
     architecture: str,
     base: _BaseImage | None,
@@ -266,8 +249,9 @@ def _write_archive(
     if server is not None:
         outer.add_blob(server.data)
         layers.append({"mediaType": MEDIA_LAYER, "digest": server.digest, "size": server.size})
-    layer_digest = _write_content_layer(outer, plan)
-    layers.append({"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": plan.size})
+    packed = _write_content_layer(outer, content_dir)
+    layer_digest = "sha256:" + packed.sha256
+    layers.append({"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": packed.size})
 
     config_bytes = _canonical_json(
         _image_config(spec, architecture, base, server, layer_digest)
@@ -301,35 +285,36 @@ def _write_archive(
         manifest_digest=manifest_digest,
         config_digest=config_digest,
         content_layer_digest=layer_digest,
-        content_layer_size=plan.size,
+        content_layer_size=packed.size,
         index_digest=sha256(index_bytes),
         layer_digests=[layer["digest"] for layer in layers],
-        file_count=plan.file_count,
+        file_count=packed.file_count,
         seconds=0.0,
     )
 
 
-def _write_content_layer(outer: _OuterTar, plan: TarPlan) -> str:
-    """Stream the content layer into the archive; fix up its header with the digest."""
+def _write_content_layer(outer: _OuterTar, content_dir: Path) -> PackResult:
+    """Stream the content layer into the archive; then fix up its outer header with the
+    layer's digest and size. Files ``+r``, directories ``+rx`` (module docstring)."""
     out = outer.out
     header_at = out.tell()
-    placeholder = encode_header(
-        _blob_name("sha256:" + _PLACEHOLDER_DIGEST), REGTYPE, 0o644, plan.size, outer.mtime
+    placeholder = fixed_length_header(
+        _blob_name("sha256:" + _PLACEHOLDER_DIGEST), 0o644, 0, outer.mtime
     )
     out.write(placeholder)
     out.flush()  # the packer writes through the same file object; keep the order
-    hexdigest = write_tar(plan, out)
-    outer.pad(plan.size)
-    digest = "sha256:" + hexdigest
-    header = encode_header(_blob_name(digest), REGTYPE, 0o644, plan.size, outer.mtime)
-    if len(header) != len(placeholder):  # same name length, so never; but never ship a bad tar
-        raise ArchiveError("content layer header changed size")
+    packed = pack_tree(content_dir, out, outer.mtime, readable=True)
+    outer.pad(packed.size)
+    digest = "sha256:" + packed.sha256
+    header = fixed_length_header(_blob_name(digest), 0o644, packed.size, outer.mtime)
     end = out.tell()
     out.seek(header_at)
     out.write(header)
     out.seek(end)
     outer.written.add(digest)
-    return digest
+    log.debug("content layer of %s: %d files, %d bytes", content_dir, packed.file_count,
+              packed.size)
+    return packed
 
 
 def _image_config(
