@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Bytes on the wire for an update between consecutive builds (DESIGN section 9).
 
-Target: an update from v1 to v2 transfers within 1.5x of the compressed size (gzip -6)
-of the files that changed.
+Target: an update from v1 to v2 transfers at most 1.2x the compressed size (gzip -6) of
+the files that changed, median over the pulls (issue 15 keeps it there; DESIGN section
+9 allows 1.5x).
 
 For each scenario: build example content v1 and v2 (v2 upgrades greeter and
 host-release and a ``payload`` package of a few MB), build host image v1, then v2 with a
@@ -44,7 +45,7 @@ from koji_hostimage.pipeline import BuildRequest, build_host_image  # noqa: E402
 from koji_hostimage.serve.server import HostImageServer  # noqa: E402
 from koji_hostimage.serve.sources import ArchiveTree  # noqa: E402
 
-TARGET = 1.5
+TARGET = 1.2  # issue 15; DESIGN section 9 allows 1.5
 # ostree 2022.7 races when it takes a delta: the commit from the superblock is scanned
 # while the delta part is still being applied, so some changed objects are fetched loose
 # as well (cf. ostreedev/ostree#2053, #2680). Each node pull is repeated; median reported.

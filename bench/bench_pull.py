@@ -3,31 +3,40 @@
 """Benchmark: a full `ostree pull` through `koji-hostimage serve`, the image's own busybox
 httpd and nginx.
 
-DESIGN section 9 target: our server takes at most 1.4x nginx's time, with 1 client and
-with 8 clients pulling at once. Everything is measured in the same run on the same repo:
+The target (issue 15): our server spends at most nginx's server CPU seconds per full
+pull (ratio <= 1.0x), with 1 client and with 8 clients pulling at once, serving a repo
+directory and serving straight from the OCI archive. PASS/FAIL and the exit status come
+from that CPU ratio only. Wall time and its ratio to nginx are printed beside it for
+information, with the earlier DESIGN section 9 target (at most 1.4x nginx's time) noted
+but not enforced: on the shared 2-core test machine the pulls are mostly client CPU, so
+wall times swing with machine load far more than the servers differ.
+
+Everything is measured in the same run on the same repo:
 
 1. Build (or reuse from --cache) an archive-mode repo: one commit of generated text files
    (at least 20,000 objects by default, a few hundred MB before compression; see
    bench/benchrepo.py), plus the OCI archive `koji_hostimage.image.oci_writer.write_oci_archive`
    makes of it (srv/repo/ in an uncompressed content layer).
-2. Start nginx (Debian's nginx-light: daemon off, root = the repo, sendfile, keep-alive,
-   access log on, temp config and logs in a temp dir, 127.0.0.1 on a free port) and our
-   server twice (`koji-hostimage serve REPO` and `... serve ARCHIVE`, as separate
-   processes with their request log on, as nginx has its access log), and the server of
-   an image built without a base image: the static busybox of the server layer run with
-   the image's own Cmd (`busybox httpd -f -v ... -h REPO`, koji_hostimage.image.serverlayer),
-   as a host process on 127.0.0.1, so it is the server that is timed, not a container
-   runtime's port forwarding.
+2. Start nginx (Debian's nginx-light: daemon off, worker_processes auto, sendfile,
+   tcp_nopush, keep-alive, access log on, temp config and logs in a temp dir, 127.0.0.1 on
+   a free port) and our server twice (`koji-hostimage serve REPO` and `... serve
+   ARCHIVE`, as separate processes with their request log on, as nginx has its access
+   log), and the server of an image built without a base image: the static busybox of the
+   server layer run with the image's own Cmd (`busybox httpd -f -v ... -h REPO`,
+   koji_hostimage.image.serverlayer), as a host process on 127.0.0.1, so it is the server
+   that is timed, not a container runtime's port forwarding.
 3. For 1 and for 8 clients: fresh client repos (`ostree init --mode=archive`, remote
-   without GPG), then time the pulls (started together, timed until the last one ends).
-   Runs are interleaved across servers (and who goes first rotates) so machine load hits
-   all of them alike; the best of --runs counts. The server's CPU seconds per run are
-   printed too: on a loaded machine they are steadier than wall time.
+   without GPG), then time the pulls (started together, timed until the last one ends)
+   and take the server's CPU seconds (user + system, of the process and its direct
+   children: nginx's workers) from /proc before and after. Runs are interleaved across
+   servers (and who goes first rotates) so machine load hits all of them alike. Per
+   server, the lowest CPU over --runs counts, and (separately) the shortest wall time.
 
-Prints seconds per server, each one's ratio to the baseline (--baseline, nginx by
-default) measured in the same run, and PASS/FAIL of ours against 1.4x nginx; exits 1 on
-any FAIL (the busybox figures are informative: no target). All servers are stopped at
-the end, also on errors or Ctrl-C.
+Prints the load average at the start and the end, then per client count and server: the
+best CPU seconds (and per pull), their ratio to nginx, the best wall seconds and their
+ratio to the baseline (--baseline, nginx by default). The busybox figures are
+informative: no target. Exits 1 on any FAIL. All servers are stopped at the end, also on
+errors or Ctrl-C.
 
 Client repos get ``core.fsync=false`` by default (--client-fsync keeps it on): with
 fsync the pull times are dominated by the disk, which hides server differences.
@@ -57,7 +66,8 @@ from benchrepo import CACHE, build_repo, cached_build  # noqa: E402
 from koji_hostimage.image.oci_writer import OciImageSpec, write_oci_archive  # noqa: E402
 from koji_hostimage.image.serverlayer import SERVER_CMD, find_busybox  # noqa: E402
 
-TARGET_RATIO = 1.4
+CPU_TARGET = 1.0  # ours / nginx server CPU seconds per pull: the target (PASS/FAIL)
+WALL_TARGET = 1.4  # ours / nginx wall seconds: DESIGN section 9, noted, not enforced
 REF = "bench/x86_64/pull"
 GENERATOR_VERSION = 2  # 2: the archive is written by koji_hostimage.image.oci_writer
 MTIME = 1767225600
@@ -301,7 +311,8 @@ def main() -> int:
         f"repo: {n_objects} objects, {repo_mb:.0f} MB; archive {archive_mb:.0f} MB; "
         f"best of {args.runs}; client fsync {fsync}"
     )
-    print(f"load average at start: {os.getloadavg()} (machine shared with other work)")
+    load_at_start = os.getloadavg()
+    print(f"load average at start: {load_at_start} (machine shared with other work)")
 
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp_name:
         tmp = Path(tmp_name)
@@ -317,7 +328,8 @@ def main() -> int:
             if args.baseline not in servers:
                 raise SystemExit(f"--baseline: expected one of {', '.join(servers)}, "
                                  f"got {args.baseline!r}")
-            best: dict[tuple[str, int], tuple[float, float]] = {}
+            cpus: dict[tuple[str, int], list[float]] = {}
+            walls: dict[tuple[str, int], list[float]] = {}
             for clients in client_counts:
                 for run in range(args.runs):
                     # Rotate who goes first: a run can inherit disk writeback from the
@@ -329,33 +341,48 @@ def main() -> int:
                         cpu_before = server_cpu_seconds(pid)
                         seconds = timed_pulls(url, clients, tmp / "clients", args.client_fsync)
                         cpu = server_cpu_seconds(pid) - cpu_before
-                        key = (name, clients)
-                        best[key] = min(best.get(key, (seconds, cpu)), (seconds, cpu))
+                        cpus.setdefault((name, clients), []).append(cpu)
+                        walls.setdefault((name, clients), []).append(seconds)
                         print(
                             f"  clients={clients} run={run + 1} {name}: {seconds:.2f} s "
                             f"(server CPU {cpu:.2f} s)",
                             flush=True,
                         )
     print()
+    print(f"load average at start: {load_at_start}")
     print(f"load average at end: {os.getloadavg()}")
-    print(f"{'clients':>7}  {'server':<16} {'best s':>8} {'its CPU s':>9}  "
-          f"{'/' + args.baseline:>10}")
+    return 1 if print_table(cpus, walls, client_counts, args.baseline) else 0
+
+
+def print_table(
+    cpus: dict[tuple[str, int], list[float]],
+    walls: dict[tuple[str, int], list[float]],
+    client_counts: list[int],
+    baseline: str,
+) -> bool:
+    """The result table (best = lowest over the runs, CPU and wall separately); returns
+    whether any of our servers FAILed the CPU target."""
+    print(f"{'clients':>7}  {'server':<14} {'CPU s':>7} {'/pull':>6} {'CPU/nginx':>9}  "
+          f"{'wall s':>7} {'/' + baseline:>9}  verdict (server CPU per pull vs nginx)")
     failed = False
-    names = sorted({name for name, _ in best}, key=lambda n: (n != args.baseline, n))
+    names = sorted({name for name, _ in cpus}, key=lambda n: (n != "nginx", n))
     for clients in client_counts:
-        base, _ = best[(args.baseline, clients)]
-        nginx_seconds = best[("nginx", clients)][0]
+        nginx_cpu = min(cpus[("nginx", clients)])
+        nginx_wall = min(walls[("nginx", clients)])
+        base_wall = min(walls[(baseline, clients)])
         for name in names:
-            seconds, cpu = best[(name, clients)]
+            cpu = min(cpus[(name, clients)])
+            wall = min(walls[(name, clients)])
             verdict = ""
             if name.startswith("ours-"):
-                passed = seconds / nginx_seconds <= TARGET_RATIO
+                passed = cpu / nginx_cpu <= CPU_TARGET
                 failed |= not passed
-                verdict = (f" {'PASS' if passed else 'FAIL'} ({seconds / nginx_seconds:.2f}x"
-                           f" nginx, target <= {TARGET_RATIO}x)")
-            print(f"{clients:>7}  {name:<16} {seconds:>8.2f} {cpu:>9.2f}  "
-                  f"{seconds / base:>9.2f}x{verdict}")
-    return 1 if failed else 0
+                wall_note = "ok" if wall / nginx_wall <= WALL_TARGET else "over"
+                verdict = (f"{'PASS' if passed else 'FAIL'} (target <= {CPU_TARGET:.1f}x; "
+                           f"wall {wall / nginx_wall:.2f}x nginx, {WALL_TARGET}x: {wall_note})")
+            print(f"{clients:>7}  {name:<14} {cpu:>7.2f} {cpu / clients:>6.2f} "
+                  f"{cpu / nginx_cpu:>8.2f}x  {wall:>7.2f} {wall / base_wall:>8.2f}x  {verdict}")
+    return failed
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ import time
 from email.utils import formatdate
 from urllib.parse import unquote
 
+from .sources import CONTENT_ADDRESSED
+
 IMMUTABLE = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
 # Content-addressed files never change under the same name; everything else can.
-IMMUTABLE_TOPS = frozenset({"objects", "deltas", "delta-indexes"})
+IMMUTABLE_DIRS = CONTENT_ADDRESSED
 
 MAX_HEADER_BYTES = 16384
 
@@ -110,27 +112,14 @@ def parse_head(head: bytes) -> Request:
         raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "bad HTTP version")
     if len(version) != 8 or not version[7:].isdigit():
         raise BadRequest(400, "bad HTTP version")
-    headers = head[line_end:]
-    if headers and not _HEADER_LINES.fullmatch(headers):
-        raise BadRequest(400, "malformed header line")
+    range_spec, if_range, has_body, connection = parse_header_block(head[line_end:])
     request = Request()
     request.method = method.decode("ascii", "replace")
     request.target = target.decode("latin-1")
     request.version = version
-    headers = headers.lower()
-    if b"\nrange:" in headers:
-        # Range values are case-insensitive in the unit only ("bytes"); digits have no case.
-        request.range = _header_value(headers, b"\nrange:")
-    request.if_range = b"\nif-range:" in headers
-    length = _header_value(headers, b"\ncontent-length:")
-    if length is not None and (
-        not length.isdigit() or headers.count(b"\ncontent-length:") > 1
-    ):
-        raise BadRequest(400, "bad Content-Length")
-    request.has_body = b"\ntransfer-encoding:" in headers or (
-        length is not None and length.strip(b"0") != b""
-    )
-    connection = _header_value(headers, b"\nconnection:") or b""
+    request.range = range_spec
+    request.if_range = if_range
+    request.has_body = has_body
     if version == b"HTTP/1.0":
         request.close = b"keep-alive" not in connection
     else:
@@ -138,9 +127,90 @@ def parse_head(head: bytes) -> Request:
     return request
 
 
+def parse_header_block(headers: bytes) -> tuple[bytes | None, bool, bool, bytes]:
+    """The header lines after the request line (each starting with its line end, CRLF
+    or LF; empty when there are none): ``(range, if_range, has_body, connection)``, the
+    ``Range`` and lower-cased ``Connection`` values (``b""`` without one). A bare CR, a
+    malformed line or a bad ``Content-Length`` is a BadRequest (400)."""
+    if b"\r" in headers:
+        headers = headers.replace(b"\r\n", b"\n")
+        if b"\r" in headers:
+            raise BadRequest(400, "bare CR in the request head")
+    if headers and not _HEADER_LINES.fullmatch(headers):
+        raise BadRequest(400, "malformed header line")
+    headers = headers.lower()
+    range_spec = None
+    if b"\nrange:" in headers:
+        # Range values are case-insensitive in the unit only ("bytes"); digits have no case.
+        range_spec = _header_value(headers, b"\nrange:")
+    length = _header_value(headers, b"\ncontent-length:")
+    if length is not None and (
+        not length.isdigit() or headers.count(b"\ncontent-length:") > 1
+    ):
+        raise BadRequest(400, "bad Content-Length")
+    has_body = b"\ntransfer-encoding:" in headers or (
+        length is not None and length.strip(b"0") != b""
+    )
+    connection = _header_value(headers, b"\nconnection:") or b""
+    return range_spec, b"\nif-range:" in headers, has_body, connection
+
+
+# The start of the request line ostree (libcurl) sends for every object: GET and a plain
+# path (see _PLAIN_PATH below). The rest of the head, " HTTP/1.1" and the header lines,
+# is looked up in _KNOWN_RESTS.
+_SEGMENT = rb"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*"
+_PLAIN_GET = re.compile(rb"GET /%s(?:/%s)*" % (_SEGMENT, _SEGMENT)).match
+# The rests of heads seen before and what they mean for a plain GET: close the connection
+# after the response or not. A client sends the same rest (Host, User-Agent, Accept,
+# Connection...) with every request, so it is parsed once, not per request.
+_KNOWN_RESTS: dict[bytes, bool] = {}
+_MAX_KNOWN_RESTS = 256
+
+
+def parse_plain_get(head: bytes) -> tuple[str, bool] | None:
+    """The fast path for the requests ostree sends for every object: ``(target,
+    close)`` when ``head`` (a whole request head, up to and including the empty line
+    ending it) is ``GET /plain/path HTTP/1.1`` with CRLF line ends and header lines that
+    :func:`parse_head` accepts, without ``Range``. None for anything else, which
+    :func:`parse_head` then decides: this only skips work, it never decides otherwise
+    (the header lines go through the same :func:`parse_header_block`; heads longer than
+    MAX_HEADER_BYTES are left to the caller's 431)."""
+    if len(head) > MAX_HEADER_BYTES:
+        return None
+    match = _PLAIN_GET(head)
+    if match is None:
+        return None
+    end = match.end()
+    close = _KNOWN_RESTS.get(head[end:])
+    if close is None:
+        close = _learn_rest(head[end:])
+        if close is None:
+            return None
+    # Plain-path characters are ASCII: the same str as parse_head's latin-1 decoding.
+    return head[4:end].decode("ascii"), close
+
+
+def _learn_rest(rest: bytes) -> bool | None:
+    """Whether a plain GET whose head ends in ``rest`` (after its path) closes the
+    connection; None when that is not for the fast path to say (remembered when not)."""
+    if not (rest.startswith(b" HTTP/1.1\r\n") and rest.endswith(b"\r\n\r\n")):
+        return None
+    try:
+        range_spec, _if_range, has_body, connection = parse_header_block(rest[9:-4])
+    except BadRequest:
+        return None
+    if range_spec is not None:
+        return None
+    close = has_body or b"close" in connection
+    if len(_KNOWN_RESTS) >= _MAX_KNOWN_RESTS:
+        _KNOWN_RESTS.clear()
+    _KNOWN_RESTS[rest] = close
+    return close
+
+
 # The shape of every path ostree asks for (objects, deltas, refs, summary, config):
 # segments of plain characters, none starting with a dot, so none can be "." or "..".
-_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*)+")
+_PLAIN_PATH = re.compile(f"(?:/{_SEGMENT.decode('ascii')})+")
 
 
 def request_relpath(target: str) -> str | None:
@@ -200,16 +270,79 @@ def parse_range(spec: bytes, size: int) -> tuple[int, int] | None | bool:
     return start, min(end, size - 1)
 
 
+def ok_header(
+    status: int, date: bytes, length: int, immutable: bool, extra: bytes, close: bool
+) -> bytes:
+    """The head of a 200 or 206 response with a body of ``length`` bytes (``extra``:
+    more header lines, each ending in CRLF)."""
+    return (
+        b"HTTP/1.1 %d %s\r\nServer: koji-hostimage\r\nDate: %s\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+        b"Accept-Ranges: bytes\r\nCache-Control: %s\r\n%s%s\r\n"
+    ) % (
+        status,
+        b"OK" if status == 200 else b"Partial Content",
+        date,
+        length,
+        IMMUTABLE if immutable else NO_CACHE,
+        extra,
+        b"Connection: close\r\n" if close else b"",
+    )
+
+
+def error_response(
+    status: int, date: bytes, extra: bytes = b"", *, close: bool, head_only: bool
+) -> bytes:
+    """A whole error response: its head and a one-line text body (not for HEAD)."""
+    reason = REASONS.get(status, "Error")
+    body = f"{status} {reason}\n".encode("ascii")
+    if status == 405:
+        extra += b"Allow: GET, HEAD\r\n"
+    header = (
+        b"HTTP/1.1 %d %s\r\nServer: koji-hostimage\r\nDate: %s\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n"
+        b"%s%s\r\n"
+    ) % (
+        status,
+        reason.encode("ascii"),
+        date,
+        len(body),
+        extra,
+        b"Connection: close\r\n" if close else b"",
+    )
+    return header if head_only else header + body
+
+
 class DateCache:
-    """The Date header, formatted once per second."""
+    """The Date header, formatted once per second, and the start of a 200 response's
+    head up to the Content-Length value (see :data:`OK_TAILS`), made with it."""
 
     def __init__(self) -> None:
         self._second = -1
         self._value = b""
+        self.ok_prefix = b""
 
     def get(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._value = formatdate(now, usegmt=True).encode("ascii")
             self._second = now
+            self.ok_prefix = (
+                b"HTTP/1.1 200 OK\r\nServer: koji-hostimage\r\nDate: %s\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: "
+            ) % self._value
         return self._value
+
+    def refresh(self, monotonic_now: float) -> float:
+        """Bring the value up to date; returns when (on the ``time.monotonic()`` clock)
+        the next second starts, the time to call this again."""
+        self.get()
+        return monotonic_now + 1.0 - time.time() % 1.0
+
+
+# What follows DateCache.ok_prefix and the length in a 200 response's head, by whether the
+# file is immutable (see IMMUTABLE_DIRS): the same bytes ok_header() makes.
+OK_TAILS = (
+    b"\r\nAccept-Ranges: bytes\r\nCache-Control: %s\r\n\r\n" % NO_CACHE,
+    b"\r\nAccept-Ranges: bytes\r\nCache-Control: %s\r\n\r\n" % IMMUTABLE,
+)

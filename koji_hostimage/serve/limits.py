@@ -20,12 +20,22 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from resource import RLIM_INFINITY, RLIMIT_NOFILE, getrlimit
 
 from .sources import Resource
 
 DEFAULT_HEAD_TIMEOUT = 10.0
 DEFAULT_MAX_HALF_OPEN_PER_CLIENT = 32
 DRAIN_TIMEOUT = 2.0  # half-closed by us: how long the client may take to close its side
+
+
+def connection_limit_for_fds() -> int:
+    """Connections we can hold with the open-file limit: each may need a socket and an
+    open file (directory mode), and the process needs some descriptors of its own."""
+    soft, _hard = getrlimit(RLIMIT_NOFILE)
+    if soft == RLIM_INFINITY:
+        return 1 << 20
+    return max(1, (soft - 32) // 2)
 
 
 class Connection:
@@ -37,10 +47,10 @@ class Connection:
         "peer",
         "inbuf",
         "header",
+        "body",
         "resource",
         "offset",
         "left",
-        "sent",
         "close_after",
         "log_entry",
         "writing",
@@ -55,13 +65,16 @@ class Connection:
         self.fd = sock.fileno()
         self.peer = peer
         self.inbuf = b""
+        # The response being sent: ``header``, then ``body`` (a small file, sent with the
+        # header in one sendmsg) or ``left`` bytes of ``resource`` from ``offset``.
         self.header = b""
+        self.body: memoryview | None = None
         self.resource: Resource | None = None
         self.offset = 0
         self.left = 0
-        self.sent = 0
         self.close_after = False
-        self.log_entry: tuple[str, str, int] | None = None
+        # The access-log entry of that response: (peer, method, target, status, bytes).
+        self.log_entry: tuple[str, str, str, int, int] | None = None
         self.writing = False  # waiting for the socket to take more of a response
         self.draining = False  # half-closed by us, reading what the client still sends
         self.last_active = now

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""What the static server serves: a :class:`Tree` of files, each looked up as a
-:class:`Resource` (an open descriptor, an offset and a size).
+"""What the static server serves: a :class:`Tree` of files. :meth:`Tree.read` gives a
+small file's bytes (sent with the response header in one ``sendmsg``) or, for a larger
+one, a :class:`Resource` (an open descriptor, an offset and a size, for ``os.sendfile``).
 
 :class:`DirectoryTree` serves a repo directory; :class:`ArchiveTree` serves the
 ``srv/repo/`` of an OCI archive's content layer straight from the tar. They know nothing
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,20 @@ from koji_hostimage.image.oci_reader import ContentMember, OciArchive, normalize
 log = logging.getLogger(__name__)
 
 _MAX_SYMLINK_HOPS = 40
+# Files up to this size are read (or sliced from the archive's mapping) and sent with the
+# response header in one sendmsg: for ostree's typical few-KiB objects that is fewer
+# syscalls than a header send plus a sendfile. Larger ones are sent with sendfile.
+SMALL_BODY = 128 * 1024
+# Files named by their content's checksum: they never change under the same name.
+CONTENT_ADDRESSED = ("objects/", "deltas/", "delta-indexes/")
+# How many bytes of small content-addressed files a DirectoryTree keeps in memory: when
+# several clients pull the same commit at once, an object asked for again is answered
+# from memory (three syscalls saved per request, as in archive mode). Only objects asked
+# for a second time are kept: copying every one would cost a single client more than
+# it ever gets back.
+CACHE_BYTES = 64 * 1024 * 1024
+_MAX_SEEN = 200_000  # names asked for once, remembered to spot the second time
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class ServerError(HostImageError):
@@ -46,18 +63,30 @@ class Resource:
             os.close(self.fd)
 
 
+Body = memoryview | Resource  # what Tree.read gives: a small file's bytes, or a Resource
+
+
 class Tree(Protocol):
     """What the server serves from. ``relpath`` is already split-checked: no empty,
     ``.`` or ``..`` components, no NUL or backslash; the tree still refuses symlink escapes.
+
+    ``lookup`` gives every file as a :class:`Resource`; ``read`` (what the server uses)
+    gives a file of at most :data:`SMALL_BODY` bytes as a memoryview of its whole content,
+    valid until the tree's next ``read`` (send it or copy it before then), and a larger
+    one as a :class:`Resource`. Both give None for anything not served.
     """
 
     def lookup(self, relpath: str) -> Resource | None: ...
+
+    def read(self, relpath: str) -> Body | None: ...
 
 
 class DirectoryTree:
     """Serve the regular files below ``root`` (a repo directory).
 
-    Each request opens the file (so a rewritten ``summary`` is seen at once); parent
+    Each request opens the file (so a rewritten ``summary`` is seen at once), except
+    for small content-addressed files (CONTENT_ADDRESSED) asked for more than once,
+    which are kept in memory (up to CACHE_BYTES, the oldest dropped first); parent
     directories are checked once (resolved, inside the root) and remembered. Symlinks are
     followed only when their target stays inside the root.
     """
@@ -69,9 +98,23 @@ class DirectoryTree:
         self._root_real = os.path.realpath(self.root)
         self._root_prefix = self._root_real.rstrip("/") + "/"
         self._good_dirs: set[str] = {""}
+        # Files are opened relative to the root's descriptor: a shorter path walk.
+        self._root_fd = os.open(self._root_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # One reused read buffer: a byte more than SMALL_BODY, so a full read means
+        # "larger than SMALL_BODY" (or not a regular file), never a whole small file.
+        buffer = bytearray(SMALL_BODY + 1)
+        self._buffers = [buffer]
+        self._view = memoryview(buffer)
+        # Oldest first; OrderedDict pops its oldest in O(1) (a dict's first key after
+        # many deletions from the front is a linear scan).
+        self._cache: OrderedDict[str, memoryview] = OrderedDict()
+        self._cached_bytes = 0
+        self._seen: set[str] = set()
 
     def close(self) -> None:
-        """Nothing to release; here so both trees can be used the same way."""
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
 
     def __enter__(self) -> DirectoryTree:
         return self
@@ -93,36 +136,105 @@ class DirectoryTree:
         self._good_dirs.add(reldir)
         return True
 
-    def lookup(self, relpath: str) -> Resource | None:
+    def _open(self, relpath: str) -> int:
+        """An open descriptor of ``relpath`` (not checked to be a regular file yet), or
+        -1 when it is missing or a symlink out of the root."""
         reldir = relpath.rpartition("/")[0]
-        if not self._dir_ok(reldir):
-            return None
-        path = self._root_prefix + relpath
-        # O_NOFOLLOW: a symlink is resolved and checked below instead of followed blindly;
-        # O_NONBLOCK: opening a FIFO must not hang the thread (it is refused right after).
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        if reldir not in self._good_dirs and not self._dir_ok(reldir):
+            return -1
         try:
-            fd = os.open(path, flags)
+            return os.open(relpath, _OPEN_FLAGS, dir_fd=self._root_fd)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                return -1
+        return self._open_symlink(relpath)
+
+    def _open_symlink(self, relpath: str) -> int:
+        # O_NOFOLLOW refused a symlink: follow it only when it stays inside the root.
+        real = os.path.realpath(self._root_prefix + relpath)
+        if not self._inside(real):
+            log.warning("refused %s: symlink points out of %s", relpath, self.root)
+            return -1
+        try:
+            return os.open(real, _OPEN_FLAGS)
+        except OSError:
+            return -1
+
+    def lookup(self, relpath: str) -> Resource | None:
+        fd = self._open(relpath)
+        if fd < 0:
+            return None
+        size = _regular_size(fd)
+        if size < 0:
+            os.close(fd)
+            return None
+        return Resource(fd, 0, size, owned=True)
+
+    def read(self, relpath: str) -> Body | None:
+        """Read a small file whole into the tree's buffer (one read, no fstat: a short
+        read of a regular file is its end); a larger one is returned as a Resource.
+        (``_open`` inlined: this runs for every request.)"""
+        cached = self._cache.get(relpath)
+        if cached is not None:
+            return cached
+        reldir = relpath.rpartition("/")[0]
+        if reldir not in self._good_dirs and not self._dir_ok(reldir):
+            return None
+        try:
+            fd = os.open(relpath, _OPEN_FLAGS, dir_fd=self._root_fd)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 return None
-            real = os.path.realpath(path)
-            if not self._inside(real):
-                log.warning("refused %s: symlink points out of %s", relpath, self.root)
-                return None
-            try:
-                fd = os.open(real, flags)
-            except OSError:
+            fd = self._open_symlink(relpath)
+            if fd < 0:
                 return None
         try:
-            st = os.fstat(fd)
-        except OSError:
+            got = os.readv(fd, self._buffers)
+        except OSError:  # a directory (EISDIR), a FIFO without data (EAGAIN), ...
             os.close(fd)
             return None
-        if not stat.S_ISREG(st.st_mode):
+        if 0 < got <= SMALL_BODY:
+            # Only a regular file (or a FIFO that a writer fills, which is no more than
+            # what that writer could put in a file) reads short; a FIFO without writer or
+            # a device reads 0 bytes or the whole buffer, which are checked below.
             os.close(fd)
-            return None
-        return Resource(fd, 0, st.st_size, owned=True)
+            if relpath.startswith(CONTENT_ADDRESSED):
+                if relpath in self._seen:
+                    return self._remember(relpath, got)
+                self._seen.add(relpath)
+                if len(self._seen) > _MAX_SEEN:
+                    self._seen.clear()
+            return self._view[:got]
+        return self._checked(fd)
+
+    def _remember(self, relpath: str, size: int) -> memoryview:
+        """Keep the ``size`` bytes just read for ``relpath`` (a copy: the read buffer is
+        reused), dropping the oldest kept files beyond CACHE_BYTES."""
+        body = memoryview(self._view[:size].tobytes())
+        cache = self._cache
+        cache[relpath] = body
+        self._cached_bytes += size
+        while self._cached_bytes > CACHE_BYTES:
+            self._cached_bytes -= len(cache.popitem(last=False)[1])
+        return body
+
+    def _checked(self, fd: int) -> Body | None:
+        """What ``read`` gives for a file that read empty or filled the buffer: an
+        empty body, a Resource to send from, or None when it is not a regular file."""
+        size = _regular_size(fd)
+        if size <= 0:
+            os.close(fd)
+            return self._view[:0] if size == 0 else None
+        return Resource(fd, 0, size, owned=True)
+
+
+def _regular_size(fd: int) -> int:
+    """The size of the regular file open as ``fd``; -1 for anything else."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 class ArchiveTree:
@@ -131,9 +243,12 @@ class ArchiveTree:
     The archive is verified (every layer against its digest) and indexed once at start
     with :class:`koji_hostimage.image.oci_reader.OciArchive` (which finds the content layer
     through index.json and the manifest and gives each file's absolute offset in the
-    archive); requests are answered with ``os.sendfile`` from one shared descriptor at
-    those offsets (the file position is never used, so concurrent responses cannot
-    disturb each other).
+    archive). Small files are slices of one read-only mapping of the archive (no syscall
+    per request; the kernel copies them into the socket, and a page that is gone because
+    the archive was truncated makes that send fail with EFAULT, not the server crash,
+    since Python code never touches the mapped bytes). Larger ones are sent with
+    ``os.sendfile`` from one shared descriptor at their offsets (the file position is
+    never used, so concurrent responses cannot disturb each other).
     """
 
     def __init__(self, path: Path | str, prefix: str = "srv/repo"):
@@ -154,6 +269,12 @@ class ArchiveTree:
                 f"{self.prefix}/"
             )
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
+        except (OSError, ValueError) as exc:
+            os.close(self._fd)
+            raise ServerError(f"{self.path}: cannot map the archive: {exc}") from None
+        self._view = memoryview(self._map)
         log.debug(
             "indexed %d files of %s (layer %s) in %.2f s",
             len(self._files),
@@ -167,6 +288,11 @@ class ArchiveTree:
 
     def close(self) -> None:
         if self._fd >= 0:
+            self._view.release()
+            try:
+                self._map.close()
+            except BufferError:  # a response still holds a slice: the GC unmaps it later
+                log.debug("%s: archive mapping still in use at close", self.path)
             os.close(self._fd)
             self._fd = -1
 
@@ -183,6 +309,19 @@ class ArchiveTree:
         if entry is None:
             return None
         return Resource(self._fd, entry[0], entry[1], owned=False)
+
+    def read(self, relpath: str) -> Body | None:
+        entry = self._files.get(relpath)
+        if entry is None:
+            if not self._symlinks:
+                return None
+            entry = self._resolve_through_symlinks(relpath)
+            if entry is None:
+                return None
+        offset, size = entry
+        if size <= SMALL_BODY:
+            return self._view[offset : offset + size]
+        return Resource(self._fd, offset, size, owned=False)
 
     def _resolve_through_symlinks(self, relpath: str) -> tuple[int, int] | None:
         """Resolve symlinks inside the layer as the container would see them; the result
