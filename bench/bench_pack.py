@@ -10,7 +10,8 @@ and hashing the stream. OpenSSL (like Python's hashlib, which uses it) hashes at
 1.7 GB/s with the CPU's SHA extensions, so ``tar | openssl`` is close to that floor;
 coreutils ``sha256sum`` does about 250 MB/s here and makes a slow baseline. It is kept
 as an extra row (``tar | sha256sum``), with a plain ``tarfile`` + ``hashlib`` loop for
-scale.
+scale, and ``tar | tee FILE | openssl`` shows the baseline doing what ours must also
+do: write the tar to a file.
 
     python3 bench/bench_pack.py [--repo REPO] [--objects N] [--rounds 3]
 
@@ -95,6 +96,23 @@ def _pipeline(repo: Path, hasher: list[str]) -> str:
 def pipeline_tar_openssl(repo: Path, scratch: Path) -> str:
     """(a) BASELINE: `tar -cf - -C REPO . | openssl dgst -sha256 -r`."""
     return _pipeline(repo, ["openssl", "dgst", "-sha256", "-r"])
+
+
+def pipeline_tar_tee_openssl(repo: Path, scratch: Path) -> str:
+    """(a'') for scale, the baseline doing what ours must also do, the tar landing in a
+    file: `tar -cf - -C REPO . | tee FILE | openssl dgst -sha256 -r`."""
+    tar = subprocess.Popen(["tar", "-cf", "-", "-C", str(repo), "."], stdout=subprocess.PIPE)
+    assert tar.stdout is not None
+    tee = subprocess.Popen(["tee", str(_fresh(scratch / "tee.tar"))], stdin=tar.stdout,
+                           stdout=subprocess.PIPE)
+    tar.stdout.close()
+    assert tee.stdout is not None
+    sha = subprocess.run(["openssl", "dgst", "-sha256", "-r"], stdin=tee.stdout,
+                         capture_output=True, check=True)
+    tee.stdout.close()
+    if tar.wait() != 0 or tee.wait() != 0:
+        raise RuntimeError("tar | tee failed")
+    return sha.stdout.split()[0].decode()
 
 
 def pipeline_tar_sha256sum(repo: Path, scratch: Path) -> str:
@@ -198,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 BASELINE: pipeline_tar_openssl,
                 OURS: ours,
                 OURS + ", one process": ours_one_process,
+                "tar | tee FILE | openssl dgst -sha256": pipeline_tar_tee_openssl,
                 "tar | sha256sum": pipeline_tar_sha256sum,
                 "tarfile + hashlib": plain_tarfile,
             },
