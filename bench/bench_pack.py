@@ -28,10 +28,11 @@ Every variant packs the same directory (the repo) and yields a sha256. Ours and
 ``tarfile`` write their tar to a file in a scratch directory (ours must land in a file);
 the pipelines' tar stream is read by the hashing process and dropped. The previous
 round's output file is deleted before the clock starts (freeing its page cache is not
-packing work). Best of ``--rounds`` each, variants interleaved per round, after one
-warm-up pass so all variants read from the page cache. The machine's load average is
-printed with the results: other work on the machine skews the ratios. Throughput is repo
-file bytes per second; the ratio is ours / BASELINE. Exit status 0 on PASS, 1 on FAIL.
+packing work). Best of ``--rounds`` each, variants interleaved per round (the order
+rotated), after one warm-up pass so all variants read from the page cache. The
+machine's load average is printed with the results: other work on the machine skews the
+ratios. Throughput is repo file bytes per second; the ratio is ours / BASELINE. Exit
+status 0 on PASS, 1 on FAIL.
 """
 
 from __future__ import annotations
@@ -178,8 +179,14 @@ def best_of(
     for function in variants.values():  # warm-up: page cache, imports
         function(repo, scratch)
     best = {name: float("inf") for name in variants}
-    for _ in range(rounds):
-        for name, function in variants.items():
+    names = list(variants)
+    for round_number in range(rounds):
+        # Rotate who goes first: a variant can inherit work from the one before it (the
+        # previous output's freed blocks, writeback), and that should not always hit the
+        # same variant.
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            function = variants[name]
             for old in scratch.iterdir():
                 old.unlink()
             started = time.perf_counter()
