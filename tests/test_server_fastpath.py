@@ -12,6 +12,7 @@ against the full one (:func:`parse_head`) on hand-picked and generated heads.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from test_server import _add_bytes, _tar_bytes, make_oci_archive
 
 from koji_hostimage.serve import sources
+from koji_hostimage.serve.accesslog import AccessLog
 from koji_hostimage.serve.http import (
     MAX_HEADER_BYTES,
     BadRequest,
@@ -478,3 +480,51 @@ def test_accepted_connections_do_not_delay_small_segments(server: HostImageServe
         assert conns
         for conn in conns:
             assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+# -- the request log: batches written in the order they were taken ------------------------
+
+
+class _HoldFirstRecord(logging.Filter):
+    """A logger filter that holds the first record until ``unblock`` is set (a logger's
+    filters run before any handler's lock is taken) and keeps every record's lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unblock = threading.Event()
+        self.entered = threading.Event()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.unblock.wait(IO_TIMEOUT)
+        self.lines.extend(record.getMessage().splitlines())
+        return False  # kept here; no handler needed
+
+
+def test_concurrent_flushes_keep_the_request_order():
+    """The timer thread's flush and stop()'s flush can overlap: the batch taken first
+    must be written first, or the log shows requests out of order."""
+    logger = logging.getLogger("test.fastpath.accesslog")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    hold = _HoldFirstRecord()
+    logger.addFilter(hold)
+    try:
+        access = AccessLog(logger)
+        access.add("10.0.0.1", "GET", "/first", 200, 1)
+        first = threading.Thread(target=access.flush)
+        first.start()
+        assert hold.entered.wait(IO_TIMEOUT)  # the first batch is being written
+        access.add("10.0.0.1", "GET", "/second", 200, 2)
+        second = threading.Thread(target=access.flush)
+        second.start()
+        time.sleep(0.3)  # time enough for the second flush to write, were it not held
+        hold.unblock.set()
+        first.join(IO_TIMEOUT)
+        second.join(IO_TIMEOUT)
+    finally:
+        logger.removeFilter(hold)
+    assert hold.lines == ["10.0.0.1 GET /first 200 1", "10.0.0.1 GET /second 200 2"]
+    assert access.totals() == (2, 3)

@@ -52,15 +52,16 @@ class AccessLog:
         return requests + len(pending), body_bytes + sum(entry[4] for entry in pending)
 
     def flush(self) -> None:
+        # Taking entries and writing them is one step under the lock: two flushes (the
+        # timer thread's and stop()'s) must not write their batches out of order.
         with self._lock:
             pop = self._pending.popleft
             entries = [pop() for _ in range(len(self._pending))]
             requests, body_bytes = self._flushed
             self._flushed = (requests + len(entries), body_bytes + sum(e[4] for e in entries))
-        if entries and self._logger.isEnabledFor(logging.INFO):
-            self._logger.info(
-                "%s", "\n".join(["%s %s %s %d %d" % entry for entry in entries])  # noqa: UP031
-            )
+            if entries and self._logger.isEnabledFor(logging.INFO):
+                lines = ["%s %s %s %d %d" % entry for entry in entries]  # noqa: UP031
+                self._logger.info("%s", "\n".join(lines))
 
     def start(self) -> None:
         self._stopped.clear()

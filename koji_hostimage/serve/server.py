@@ -205,8 +205,8 @@ class HostImageServer:
                 self._event_loop()
         finally:
             self._close_all()
+            self.access_log.stop()  # before release: stop() flushes once we are done
             self._serving.release()
-            self.access_log.stop()
 
     def request_stop(self) -> None:
         """Ask the event loop to end; it finishes (and logs) the response it is in the
@@ -513,9 +513,11 @@ class HostImageServer:
         if method != "GET" and method != "HEAD":
             self._prepare_error(conn, method, request.target, 405, close=close)
             return
+        relpath = request_relpath(request.target)
+        body = self._tree_read(relpath) if relpath is not None else None
         self._respond(
-            conn, method, request.target, request_relpath(request.target), close,
-            None if request.if_range else request.range,
+            conn, method, request.target, relpath, close,
+            None if request.if_range else request.range, body,
         )  # fmt: skip
 
     def _respond(
@@ -526,12 +528,10 @@ class HostImageServer:
         relpath: str | None,
         close: bool,
         range_spec: bytes | None,
-        body: Body | None = None,
+        body: Body | None,
     ) -> None:
-        """Set ``conn`` up to answer a GET or HEAD of ``relpath`` (None: refused);
-        ``body``: what the tree's read gave for it, when the caller has read it already."""
-        if body is None and relpath is not None:
-            body = self._tree_read(relpath)
+        """Set ``conn`` up to answer a GET or HEAD of ``relpath``; ``body``: what the
+        tree's read gave for it (None: not served, or ``relpath`` refused: a 404)."""
         if body is None:
             self._prepare_error(conn, method, target, 404, close=close)
             return
