@@ -232,9 +232,18 @@ def status_of(response: bytes) -> int:
 
 
 def get(
-    server: HostImageServer, path: str, method: str = "GET", headers: dict | None = None
+    server: HostImageServer,
+    path: str,
+    method: str = "GET",
+    headers: dict | None = None,
+    client_address: str | None = None,
 ) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=IO_TIMEOUT)
+    """One request on a connection of its own (from ``client_address`` when given: any
+    127.x.y.z address reaches the loopback)."""
+    source = (client_address, 0) if client_address else None
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", server.port, timeout=IO_TIMEOUT, source_address=source
+    )
     try:
         conn.request(method, path, headers=headers or {})
         response = conn.getresponse()
@@ -490,21 +499,24 @@ def test_stop_closes_idle_connections_and_listener(source: dict):
 
 def test_one_log_line_per_request(source: dict, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="koji_hostimage.serve.access")
+    # From a client address of its own: the module's server (another test's) also logs
+    # to this logger, and its timer may flush while this test runs.
+    client = "127.0.0.77"
     with DirectoryTree(source["repo"]) as tree, HostImageServer(tree, "127.0.0.1", 0) as server:
-        get(server, "/config")
-        get(server, "/config", method="HEAD")
-        get(server, "/missing")
-        get(server, "/config", method="DELETE")
+        get(server, "/config", client_address=client)
+        get(server, "/config", method="HEAD", client_address=client)
+        get(server, "/missing", client_address=client)
+        get(server, "/config", method="DELETE", client_address=client)
     size = (source["repo"] / "config").stat().st_size
     text = "\n".join(
         r.getMessage() for r in caplog.records if r.name == "koji_hostimage.serve.access"
     )
-    lines = [line for line in text.splitlines() if line.startswith("127.0.0.1 ")]
+    lines = [line for line in text.splitlines() if line.startswith(client + " ")]
     assert lines == [
-        f"127.0.0.1 GET /config 200 {size}",
-        "127.0.0.1 HEAD /config 200 0",
-        "127.0.0.1 GET /missing 404 0",
-        "127.0.0.1 DELETE /config 405 0",
+        f"{client} GET /config 200 {size}",
+        f"{client} HEAD /config 200 0",
+        f"{client} GET /missing 404 0",
+        f"{client} DELETE /config 405 0",
     ]
 
 
