@@ -70,13 +70,10 @@ class Tree(Protocol):
     """What the server serves from. ``relpath`` is already split-checked: no empty,
     ``.`` or ``..`` components, no NUL or backslash; the tree still refuses symlink escapes.
 
-    ``lookup`` gives every file as a :class:`Resource`; ``read`` (what the server uses)
-    gives a file of at most :data:`SMALL_BODY` bytes as a memoryview of its whole content,
-    valid until the tree's next ``read`` (send it or copy it before then), and a larger
-    one as a :class:`Resource`. Both give None for anything not served.
+    ``read`` gives a file of at most :data:`SMALL_BODY` bytes as a memoryview of its whole
+    content, valid until the tree's next ``read`` (send it or copy it before then), and a
+    larger one as a :class:`Resource`; None for anything not served.
     """
-
-    def lookup(self, relpath: str) -> Resource | None: ...
 
     def read(self, relpath: str) -> Body | None: ...
 
@@ -136,19 +133,6 @@ class DirectoryTree:
         self._good_dirs.add(reldir)
         return True
 
-    def _open(self, relpath: str) -> int:
-        """An open descriptor of ``relpath`` (not checked to be a regular file yet), or
-        -1 when it is missing or a symlink out of the root."""
-        reldir = relpath.rpartition("/")[0]
-        if reldir not in self._good_dirs and not self._dir_ok(reldir):
-            return -1
-        try:
-            return os.open(relpath, _OPEN_FLAGS, dir_fd=self._root_fd)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                return -1
-        return self._open_symlink(relpath)
-
     def _open_symlink(self, relpath: str) -> int:
         # O_NOFOLLOW refused a symlink: follow it only when it stays inside the root.
         real = os.path.realpath(self._root_prefix + relpath)
@@ -160,20 +144,10 @@ class DirectoryTree:
         except OSError:
             return -1
 
-    def lookup(self, relpath: str) -> Resource | None:
-        fd = self._open(relpath)
-        if fd < 0:
-            return None
-        size = _regular_size(fd)
-        if size < 0:
-            os.close(fd)
-            return None
-        return Resource(fd, 0, size, owned=True)
-
     def read(self, relpath: str) -> Body | None:
         """Read a small file whole into the tree's buffer (one read, no fstat: a short
         read of a regular file is its end); a larger one is returned as a Resource.
-        (``_open`` inlined: this runs for every request.)"""
+        (This runs for every request: written for few interpreter steps.)"""
         cached = self._cache.get(relpath)
         if cached is not None:
             return cached
@@ -303,25 +277,27 @@ class ArchiveTree:
         self.close()
 
     def lookup(self, relpath: str) -> Resource | None:
-        entry = self._files.get(relpath)
-        if entry is None and self._symlinks:
-            entry = self._resolve_through_symlinks(relpath)
-        if entry is None:
-            return None
-        return Resource(self._fd, entry[0], entry[1], owned=False)
+        """Where ``relpath``'s bytes are in the archive, whatever its size (None: not
+        served); ``read`` is what the server uses."""
+        entry = self._entry(relpath)
+        return None if entry is None else Resource(self._fd, entry[0], entry[1], owned=False)
 
     def read(self, relpath: str) -> Body | None:
-        entry = self._files.get(relpath)
+        entry = self._entry(relpath)
         if entry is None:
-            if not self._symlinks:
-                return None
-            entry = self._resolve_through_symlinks(relpath)
-            if entry is None:
-                return None
+            return None
         offset, size = entry
         if size <= SMALL_BODY:
             return self._view[offset : offset + size]
         return Resource(self._fd, offset, size, owned=False)
+
+    def _entry(self, relpath: str) -> tuple[int, int] | None:
+        """(offset, size) of ``relpath``'s bytes in the archive, symlinks in the layer
+        followed; None when it is not a file under the prefix."""
+        entry = self._files.get(relpath)
+        if entry is None and self._symlinks:
+            return self._resolve_through_symlinks(relpath)
+        return entry
 
     def _resolve_through_symlinks(self, relpath: str) -> tuple[int, int] | None:
         """Resolve symlinks inside the layer as the container would see them; the result
