@@ -69,6 +69,50 @@ def test_workers_write_the_same_bytes_as_one_process(
     assert not _children(), "every worker is reaped"
 
 
+@pytest.mark.parametrize("ahead", [0, 1, 30, 400])
+def test_directories_listed_by_the_workers_give_the_same_bytes(
+    tree: Path, ahead: int, monkeypatch: pytest.MonkeyPatch
+):
+    # The parent lists `ahead` members and leaves the directories it has not entered to
+    # the workers: 0 leaves every top-level directory (objects/, empty/) to them, 30
+    # stops inside objects/, 400 after most of it.
+    serial, serial_result = _pack(tree, 1, readable=True)
+    monkeypatch.setattr(tarwriter, "LIST_AHEAD", ahead)
+    monkeypatch.setattr(tarwriter, "CHUNK_MEMBERS", 7)
+    parallel, result = _pack(tree, 3, readable=True)
+    assert parallel == serial
+    assert result == serial_result
+    assert not _children()
+
+
+def test_the_listing_leaves_unentered_directories_in_their_place(tree: Path):
+    full = tarwriter._list_tree(os.fsencode(tree), TIMESTAMP, 0)
+    cut = tarwriter._list_tree(os.fsencode(tree), TIMESTAMP, 0, ahead=30)
+    subtrees = [entry for entry in cut if isinstance(entry, tarwriter._Subtree)]
+    # objects/ is entered (it is listed before the 30th member); of its 17 directories,
+    # those reached after 30 members are left, each right after its own header.
+    assert subtrees and all(s.prefix.startswith(b"objects/") for s in subtrees)
+    for subtree in subtrees:
+        assert cut[cut.index(subtree) - 1][0] == subtree.prefix
+    assert len(cut) < len(full)
+    assert tarwriter._expand(cut, TIMESTAMP, 0) == full
+    chunks = tarwriter._chunks(cut)
+    assert [entry for chunk in chunks for entry in chunk] == cut
+    assert all(len(chunk) == 1 for chunk in chunks
+               if any(isinstance(entry, tarwriter._Subtree) for entry in chunk))
+
+
+def test_a_worker_that_cannot_list_its_directory_names_it(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fifo = tree / "objects" / "0f" / "not-a-file"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(tarwriter, "LIST_AHEAD", 0)  # objects/ is listed by a worker
+    with pytest.raises(ArchiveError, match=f"{fifo}: cannot pack a fifo"):
+        _pack(tree, 2)
+    assert not _children()
+
+
 def test_a_workers_error_reaches_the_caller_with_its_message(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -5,7 +5,8 @@ hashed and written in order by the parent.
 Why: packing tens of thousands of small files is bound by the per-file work (open, fstat,
 read, close, the header), about 10 microseconds a file in Python, against which the
 hashing thread idles; ``tar | openssl`` runs its two halves on two cores. So the list of
-members is cut into chunks, chunk ``c`` goes to worker ``c % N``, and each worker fills
+members is cut into chunks (a chunk may also be a directory that its worker lists: what
+a chunk holds is up to ``fill``), chunk ``c`` goes to worker ``c % N``, and each worker fills
 its chunks' bytes into buffers in shared memory, in the same code as the single-process
 path (``tarwriter._fill``). The parent takes the buffers chunk by chunk, in order,
 hashes and writes them and hands each buffer back. The bytes are the same as without
