@@ -370,6 +370,33 @@ def test_objects_asked_again_and_a_rewritten_summary(dir_server, monkeypatch):
                 assert _status_of_plain_get(sock, name) == (200, data), (round_number, name)
 
 
+def test_objects_asked_again_only_much_later_are_not_kept(tmp_path, monkeypatch):
+    """An object asked for again within RECENT_REQUESTS requests for other objects is
+    kept (a rewrite on disk is no longer seen: objects never change under their name);
+    one asked for again only after more than twice that many is read again."""
+    monkeypatch.setattr(sources, "RECENT_REQUESTS", 4)
+    repo = tmp_path / "repo"
+    (repo / "objects" / "ab").mkdir(parents=True)
+    names = [f"objects/ab/o{i}.filez" for i in range(12)]
+    for name in names:
+        (repo / name).write_bytes(b"old " + name.encode())
+    with sources.DirectoryTree(repo) as tree:
+
+        def read(name: str) -> bytes:
+            return bytes(tree.read(name))
+
+        read(names[0])
+        read(names[1])
+        read(names[0])  # again, soon: kept
+        for name in names[2:11]:  # nine others: two windows go by
+            read(name)
+        read(names[1])  # again, much later: not kept
+        for name in names[:2]:
+            (repo / name).write_bytes(b"new")
+        assert read(names[0]) == b"old " + names[0].encode()
+        assert read(names[1]) == b"new"
+
+
 # -- the fast parser against the full one ------------------------------------------------
 
 
