@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from koji_hostimage.errors import ArchiveError, HostImageError
-from koji_hostimage.image import oci_layout, tarreader, tarwriter
+from koji_hostimage.image import oci_layout, tarheaders, tarreader, tarwriter
 from koji_hostimage.image.oci_layout import (
     LABEL_OSTREE_REF,
     OciSpecError,
@@ -578,12 +578,12 @@ def test_a_file_replaced_by_a_fifo_after_listing_is_refused_without_hanging(tmp_
 
 
 def test_ustar_name_split_and_pax_fallback():
-    assert tarwriter._split_ustar_name(b"a/b") == (b"", b"a/b")
+    assert tarheaders._split_ustar_name(b"a/b") == (b"", b"a/b")
     name = b"p" * 120 + b"/" + b"n" * 50
-    assert tarwriter._split_ustar_name(name) == (b"p" * 120, b"n" * 50)
-    assert tarwriter._split_ustar_name(b"x" * 101) is None
-    header = tarwriter.encode_header(b"x" * 101, tarwriter.REGTYPE, 0o644, 5, 0)
-    assert len(header) == 3 * 512 and header[156:157] == tarwriter.PAXTYPE
+    assert tarheaders._split_ustar_name(name) == (b"p" * 120, b"n" * 50)
+    assert tarheaders._split_ustar_name(b"x" * 101) is None
+    header = tarheaders.encode_header(b"x" * 101, tarheaders.REGTYPE, 0o644, 5, 0)
+    assert len(header) == 3 * 512 and header[156:157] == tarheaders.PAXTYPE
 
 
 @pytest.mark.parametrize("tar_format", ["gnu", "posix", "ustar"])
@@ -1011,24 +1011,24 @@ def test_fixed_length_header_holds_any_size_in_one_block(size: int):
     """The OCI writer rewrites the content layer's header in place once the layer's size
     is known: the header must be one block whatever the size (base-256 from 8 GiB)."""
     name = b"blobs/sha256/" + b"a" * 64
-    block = tarwriter.fixed_length_header(name, 0o644, size, TIMESTAMP)
+    block = tarheaders.fixed_length_header(name, 0o644, size, TIMESTAMP)
     assert len(block) == tarwriter.BLOCK
     if size <= 0o77777777777:
-        assert block == tarwriter.encode_header(name, tarwriter.REGTYPE, 0o644, size, TIMESTAMP)
+        assert block == tarheaders.encode_header(name, tarheaders.REGTYPE, 0o644, size, TIMESTAMP)
     member = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")  # checks the sum
     assert (member.name, member.size, member.mode) == (name.decode(), size, 0o644)
     assert tarreader._number(block[124:136], "test", 0) == size
 
 
-@pytest.mark.parametrize("typeflag", [tarwriter.REGTYPE, tarwriter.DIRTYPE, tarwriter.SYMTYPE])
+@pytest.mark.parametrize("typeflag", [tarheaders.REGTYPE, tarheaders.DIRTYPE, tarheaders.SYMTYPE])
 def test_header_template_path_equals_the_general_encoder(typeflag: bytes):
     for name, mode, size, mtime in [
         (b"a", 0o644, 0, 0),
         (b"objects/ab/" + b"c" * 62 + b".filez", 0o644, 12345, TIMESTAMP),
-        (b"d" * 100, 0o4755, tarwriter._MAX_OCTAL_SIZE, TIMESTAMP),
+        (b"d" * 100, 0o4755, tarheaders.MAX_OCTAL_SIZE, TIMESTAMP),
         (b"x/y/", 0o700, 511, 2**33 - 1),
     ]:
-        expected = tarwriter.ustar_header(name, typeflag, mode, size, mtime)
-        assert tarwriter.encode_header(name, typeflag, mode, size, mtime) == expected
+        expected = tarheaders.ustar_header(name, typeflag, mode, size, mtime)
+        assert tarheaders.encode_header(name, typeflag, mode, size, mtime) == expected
         parsed = tarfile.TarInfo.frombuf(expected, "utf-8", "surrogateescape")
         assert (parsed.size, parsed.mode, parsed.mtime) == (size, mode, mtime)

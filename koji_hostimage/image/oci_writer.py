@@ -13,7 +13,7 @@ content layer's name is only known once it is written):
 The content layer is streamed straight into the archive while it is hashed: its outer
 header is written first with a placeholder name and size, then rewritten in place with
 the real ``blobs/sha256/<digest>`` and size once the layer is written (a header of the
-same length whatever the size: ``tarwriter.fixed_length_header``). So the layer is
+same length whatever the size: ``tarheaders.fixed_length_header``). So the layer is
 written exactly once, never held in memory, and the first byte goes out before the
 tree has been walked.
 
@@ -64,16 +64,9 @@ from .serverlayer import (
     ServerLayer,
     build_server_layer,
 )
+from .tarheaders import DIRTYPE, END_OF_ARCHIVE, REGTYPE, encode_header, fixed_length_header
 from .tarreader import padded
-from .tarwriter import (
-    DIRTYPE,
-    END_OF_ARCHIVE,
-    REGTYPE,
-    PackResult,
-    encode_header,
-    fixed_length_header,
-    pack_tree,
-)
+from .tarwriter import PackResult, pack_tree
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from koji_hostimage.errors import ArchiveError
 
+from .tarheaders import DIRTYPE, END_OF_ARCHIVE, REGTYPE, encode_header
 from .tarreader import padded
-from .tarwriter import DIRTYPE, END_OF_ARCHIVE, REGTYPE, encode_header
 
 log = logging.getLogger(__name__)
 
