@@ -165,12 +165,9 @@ def test_an_interrupt_in_the_parent_stops_every_worker(tree: Path,
     assert not _children()
 
 
-def test_workers_only_for_big_trees_on_several_cpus(monkeypatch: pytest.MonkeyPatch):
+def test_workers_only_for_big_trees_on_several_cpus():
     big = tarwriter.PARALLEL_MIN_MEMBERS
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert tarwriter._default_workers(big - 1) == 1
-    assert tarwriter._default_workers(big) == 3
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert tarwriter._default_workers(big) == tarwriter.MAX_WORKERS
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert tarwriter._default_workers(10 * big) == 1
+    assert tarwriter._default_workers(big - 1, cpus=2) == 1
+    assert tarwriter._default_workers(big, cpus=2) == 3
+    assert tarwriter._default_workers(big, cpus=64) == tarwriter.MAX_WORKERS
+    assert tarwriter._default_workers(10 * big, cpus=1) == 1

@@ -258,10 +258,11 @@ def pack_tree(
     """
     dir_bits = 0o555 if readable else 0
     file_bits = 0o444 if readable else 0
-    may_fork = len(os.sched_getaffinity(0)) > 1 if workers is None else workers > 1
+    cpus = len(os.sched_getaffinity(0))
+    may_fork = cpus > 1 if workers is None else workers > 1
     entries = _list_tree(os.fsencode(root), mtime, dir_bits, LIST_AHEAD if may_fork else None)
     if workers is None:
-        workers = _default_workers(len(entries))
+        workers = _default_workers(len(entries), cpus)
     if workers > 1:
         def fill(chunk: list[_Listed | _Subtree], writer: Any) -> tuple[int, int]:
             return _fill(_expand(chunk, mtime, dir_bits), writer, mtime, file_bits, None,
@@ -315,8 +316,7 @@ def _chunks(entries: list[_Listed | _Subtree]) -> list[list[_Listed | _Subtree]]
     return chunks
 
 
-def _default_workers(members: int) -> int:
-    cpus = len(os.sched_getaffinity(0))
+def _default_workers(members: int, cpus: int) -> int:
     if members < PARALLEL_MIN_MEMBERS or cpus < 2:
         return 1
     # One more worker than CPUs: workers wait on the pipe for buffers now and then, and
