@@ -46,7 +46,7 @@ CACHE_BYTES = 64 * 1024 * 1024
 # asked again only much later (the next machine pulling the same commit) is read again.
 # Keeping those made every request of a second pull of a repo larger than CACHE_BYTES
 # copy the file and drop another, and none was ever answered from memory (measured on a
-# 362 MB repo of 20,206 objects: 0.52 s of server CPU for the second and third pulls,
+# 158 MB repo of 20,206 objects: 0.52 s of server CPU for the second and third pulls,
 # 0.48 s for the first; with the window, 0.45 s).
 RECENT_REQUESTS = 8192
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -91,9 +91,8 @@ class DirectoryTree:
     Each request opens the file (so a rewritten ``summary`` is seen at once), except
     for small content-addressed files (CONTENT_ADDRESSED) asked for again soon after
     (RECENT_REQUESTS), which are kept in memory (up to CACHE_BYTES, the oldest dropped
-    first); parent
-    directories are checked once (resolved, inside the root) and remembered. Symlinks are
-    followed only when their target stays inside the root.
+    first); parent directories are checked once (resolved, inside the root) and
+    remembered. Symlinks are followed only when their target stays inside the root.
     """
 
     def __init__(self, root: Path | str):
