@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -507,6 +508,54 @@ def test_accepted_connections_do_not_delay_small_segments(server: HostImageServe
         assert conns
         for conn in conns:
             assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_one_accept_per_readiness_event(tmp_path: Path):
+    """With three connections waiting in the backlog, one _accept call takes exactly
+    one (no loop until EAGAIN, which cost a failed syscall and an exception per
+    connection); the listener stays readable for the others (level-triggered epoll)."""
+    repo = tmp_path / "repo"
+    (repo / "objects").mkdir(parents=True)
+    (repo / "config").write_bytes(b"[core]\n")
+    with DirectoryTree(repo) as tree:
+        server = HostImageServer(tree, "127.0.0.1", 0)  # bound, not serving
+        server._epoll = select.epoll()
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        try:
+            ready = select.select([server._listener], [], [], IO_TIMEOUT)[0]
+            assert ready, "no connection reached the backlog"
+            server._accept(time.monotonic())
+            assert len(server._connections) == 1
+            assert select.select([server._listener], [], [], 0)[0], "the others wait"
+            server._accept(time.monotonic())
+            server._accept(time.monotonic())
+            assert len(server._connections) == 3
+            assert not select.select([server._listener], [], [], 0)[0]
+        finally:
+            for client in clients:
+                client.close()
+            server._close_all()
+            server.stop()
+
+
+def test_a_burst_of_connections_is_answered_on_every_one(files):
+    """Twenty-four clients (fewer than the per-client limit of connections without a
+    request head) connect before any sends a request; each is accepted on a poll of its
+    own and every request is answered."""
+    repo, contents = files
+    name, data = next((n, d) for n, d in contents.items() if len(d) < SMALL_BODY)
+    with DirectoryTree(repo) as tree, HostImageServer(tree, "127.0.0.1", 0) as server:
+        socks = [connect(server.port) for _ in range(24)]
+        try:
+            for sock in socks:
+                sock.sendall(plain_get(name))
+            for sock in socks:
+                head, body = Responses(sock).read()
+                assert (status(head), body) == (200, data)
+        finally:
+            for sock in socks:
+                sock.close()
+        assert server.stats().connections == 24
 
 
 # -- the request log: batches written in the order they were taken ------------------------

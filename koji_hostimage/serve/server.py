@@ -278,41 +278,42 @@ class HostImageServer:
                 next_sweep = now + interval
 
     def _accept(self, now: float) -> None:
+        """Accept one connection per readiness event, as nginx does (``multi_accept
+        off``): epoll is level-triggered, so the listener is reported again while more
+        wait. Looping until EAGAIN cost a failed accept and an exception for nearly
+        every connection (970 of 1,036 in one ostree pull)."""
         epoll = self._epoll
-        for _ in range(64):  # a batch per wakeup; the rest wait for the next poll
-            if len(self._connections) >= self.max_connections:
-                # All slots taken: the connection waiting longest for a request head gives
-                # its slot up; with none waiting long, further clients stay in the listen
-                # backlog until a connection ends (or the sweep finds one to evict).
-                victim = self.limits.victim(self._connections.values(), now)
-                if victim is None:
-                    epoll.modify(self._listener.fileno(), 0)
-                    self._accepting = False
-                    return
-                log.debug("all %d slots taken: closing %s's waiting connection",
-                          self.max_connections, victim.peer)
-                self._close(victim)
-            try:
-                sock, address = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
+        if len(self._connections) >= self.max_connections:
+            # All slots taken: the connection waiting longest for a request head gives its
+            # slot up; with none waiting long, new clients wait in the listen backlog.
+            victim = self.limits.victim(self._connections.values(), now)
+            if victim is None:
+                epoll.modify(self._listener.fileno(), 0)
+                self._accepting = False
                 return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s; dropping idle connections", exc)
-                    self._sweep(now + self.idle_timeout / 2)
-                    return
-                raise
-            if not self.limits.admit(address[0]):
-                log.debug("refused %s: too many connections with incomplete requests",
-                          address[0])
-                sock.close()
-                continue
-            sock.setblocking(False)
-            conn = Connection(sock, address[0], now)
-            self.limits.head_started(conn, now)  # a new connection owes a request head
-            self._connections[conn.fd] = conn
-            epoll.register(conn.fd, select.EPOLLIN)
-            self._accepted += 1
+            log.debug("all %d slots taken: closing %s's waiting connection",
+                      self.max_connections, victim.peer)
+            self._close(victim)
+        try:
+            sock, address = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("accept: %s; dropping idle connections", exc)
+                self._sweep(now + self.idle_timeout / 2)
+                return
+            raise
+        if not self.limits.admit(address[0]):
+            log.debug("refused %s: too many connections without a request", address[0])
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = Connection(sock, address[0], now)
+        self.limits.head_started(conn, now)  # a new connection owes a request head
+        self._connections[conn.fd] = conn
+        epoll.register(conn.fd, select.EPOLLIN)
+        self._accepted += 1
 
     def _close(self, conn: Connection) -> None:
         if self._connections.pop(conn.fd, None) is None:
