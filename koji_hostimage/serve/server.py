@@ -285,7 +285,7 @@ class HostImageServer:
         epoll = self._epoll
         if len(self._connections) >= self.max_connections:
             # All slots taken: the connection waiting longest for a request head gives its
-            # slot up; with none waiting long, new clients wait in the listen backlog.
+            # slot up; with none waiting long, new clients wait in the backlog for a slot.
             victim = self.limits.victim(self._connections.values(), now)
             if victim is None:
                 epoll.modify(self._listener.fileno(), 0)
@@ -305,7 +305,7 @@ class HostImageServer:
                 return
             raise
         if not self.limits.admit(address[0]):
-            log.debug("refused %s: too many connections without a request", address[0])
+            log.debug("refused %s: too many connections with incomplete heads", address[0])
             sock.close()
             return
         sock.setblocking(False)
