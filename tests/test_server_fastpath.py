@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The static server's fast paths (issue 15): a plain ``GET`` parsed without the full
-parser, small bodies sent with their head in one ``sendmsg`` (read into a reused buffer
+parser, small bodies sent with their head in one ``writev`` (read into a reused buffer
 in directory mode, or kept in memory when asked for again; sliced from a mapping of the
 archive in archive mode), larger ones with ``sendfile``, and sends that stop half-way
 because the client reads slowly.
@@ -33,17 +33,19 @@ from koji_hostimage.serve.accesslog import AccessLog
 from koji_hostimage.serve.http import (
     MAX_HEADER_BYTES,
     BadRequest,
+    DateCache,
+    ok_header,
     parse_head,
     parse_plain_get,
     request_relpath,
 )
-from koji_hostimage.serve.server import HostImageServer
+from koji_hostimage.serve.server import HostImageServer, ServerStats
 from koji_hostimage.serve.sources import SMALL_BODY, ArchiveTree, DirectoryTree
 
 IO_TIMEOUT = 20
 SECRET = b"outside the root\n"
 
-# name -> size; around the border between the sendmsg and the sendfile paths
+# name -> size; around the border between the writev and the sendfile paths
 SIZES = {
     "objects/ab/small.filez": 3000,
     "objects/ab/one.dirmeta": 1,
@@ -138,7 +140,16 @@ def plain_get(path: str) -> bytes:
             ).encode()
 
 
-# -- bodies: small (sendmsg) and large (sendfile) ----------------------------------------
+# -- bodies: small (writev) and large (sendfile) -----------------------------------------
+
+
+def stats_after(server: HostImageServer, requests: int) -> ServerStats:
+    """The server's stats once ``requests`` requests are logged in all: the server logs a
+    response after sending it, so the client can read it a moment before that."""
+    deadline = time.monotonic() + IO_TIMEOUT
+    while (stats := server.stats()).requests < requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stats
 
 
 def test_every_size_is_served_byte_for_byte(server: HostImageServer, files):
@@ -157,7 +168,7 @@ def test_every_size_is_served_byte_for_byte(server: HostImageServer, files):
                 b"public, max-age=31536000, immutable" if immutable else b"no-cache"
             ), name
             assert header(head, b"Connection") is None  # kept alive
-    after = server.stats()
+    after = stats_after(server, before.requests + len(contents))
     assert after.requests - before.requests == len(contents)
     assert after.body_bytes - before.body_bytes == sum(map(len, contents.values()))
     assert after.connections - before.connections == 1
@@ -466,6 +477,17 @@ def check_agrees(buffer: bytes) -> bool:
     # accepts it as the same plain GET, no range, the same connection handling.
     assert full == ("GET", target, target[1:], close, False, 3), buffer
     return True
+
+
+def test_fast_path_heads_are_the_general_paths_heads():
+    """The fast path's head templates (made once a second) give, for every length, the
+    same head as the general path's ok_header for a 200 on a connection kept open."""
+    dates = DateCache()
+    date = dates.get()
+    for immutable in (False, True):
+        for length in (0, 1, 9, 10, 4095, SMALL_BODY, 10**12):
+            head = dates.ok_heads[immutable] % length
+            assert head == ok_header(200, date, length, immutable, b"", False)
 
 
 @pytest.mark.parametrize(("head", "fast"), HEADS)

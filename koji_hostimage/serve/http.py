@@ -314,23 +314,28 @@ def error_response(
 
 
 class DateCache:
-    """The Date header, formatted once per second, and the start of a 200 response's
-    head up to the Content-Length value (see :data:`OK_TAILS`), made with it."""
+    """The Date header, formatted once per second, and the heads of a 200 response made
+    with it: ``ok_heads[immutable] % length`` is what :func:`ok_header` makes for a 200
+    with ``length`` body bytes on a connection that stays open (one formatting of one
+    number per response, not of the whole head)."""
 
     def __init__(self) -> None:
         self._second = -1
         self._value = b""
-        self.ok_prefix = b""
+        self.ok_heads = (b"", b"")
 
     def get(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._value = formatdate(now, usegmt=True).encode("ascii")
             self._second = now
-            self.ok_prefix = (
-                b"HTTP/1.1 200 OK\r\nServer: koji-hostimage\r\nDate: %s\r\n"
-                b"Content-Type: application/octet-stream\r\nContent-Length: "
-            ) % self._value
+            # The head for length 0 with its length made a %d: a Date holds no "%".
+            self.ok_heads = tuple(
+                ok_header(200, self._value, 0, immutable, b"", False).replace(
+                    b"\r\nContent-Length: 0\r\n", b"\r\nContent-Length: %d\r\n"
+                )
+                for immutable in (False, True)
+            )
         return self._value
 
     def refresh(self, monotonic_now: float) -> float:
@@ -338,11 +343,3 @@ class DateCache:
         the next second starts, the time to call this again."""
         self.get()
         return monotonic_now + 1.0 - time.time() % 1.0
-
-
-# What follows DateCache.ok_prefix and the length in a 200 response's head, by whether the
-# file is immutable (see IMMUTABLE_DIRS): the same bytes ok_header() makes.
-OK_TAILS = (
-    b"\r\nAccept-Ranges: bytes\r\nCache-Control: %s\r\n\r\n" % NO_CACHE,
-    b"\r\nAccept-Ranges: bytes\r\nCache-Control: %s\r\n\r\n" % IMMUTABLE,
-)

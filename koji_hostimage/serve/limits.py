@@ -66,7 +66,7 @@ class Connection:
         self.peer = peer
         self.inbuf = b""
         # The response being sent: ``header``, then ``body`` (a small file, sent with the
-        # header in one sendmsg) or ``left`` bytes of ``resource`` from ``offset``.
+        # header in one writev) or ``left`` bytes of ``resource`` from ``offset``.
         self.header = b""
         self.body: memoryview | None = None
         self.resource: Resource | None = None

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What the static server serves: a :class:`Tree` of files. :meth:`Tree.read` gives a
-small file's bytes (sent with the response header in one ``sendmsg``) or, for a larger
+small file's bytes (sent with the response header in one ``writev``) or, for a larger
 one, a :class:`Resource` (an open descriptor, an offset and a size, for ``os.sendfile``).
 
 :class:`DirectoryTree` serves a repo directory; :class:`ArchiveTree` serves the
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 _MAX_SYMLINK_HOPS = 40
 # Files up to this size are read (or sliced from the archive's mapping) and sent with the
-# response header in one sendmsg: for ostree's typical few-KiB objects that is fewer
+# response header in one writev: for ostree's typical few-KiB objects that is fewer
 # syscalls than a header send plus a sendfile. Larger ones are sent with sendfile.
 SMALL_BODY = 128 * 1024
 # Files named by their content's checksum: they never change under the same name.
@@ -41,7 +41,7 @@ CONTENT_ADDRESSED = ("objects/", "deltas/", "delta-indexes/")
 # for a second time are kept: copying every one would cost a single client more than
 # it ever gets back.
 CACHE_BYTES = 64 * 1024 * 1024
-# ... and only when asked again within this many requests for other such files (between
+# ... and only when asked again within this many requests for other small files (between
 # one and two times it): a client a little behind another one on the same commit. One
 # asked again only much later (the next machine pulling the same commit) is read again.
 # Keeping those made every request of a second pull of a repo larger than CACHE_BYTES
@@ -157,9 +157,11 @@ class DirectoryTree:
         """Read a small file whole into the tree's buffer (one read, no fstat: a short
         read of a regular file is its end); a larger one is returned as a Resource.
         (This runs for every request: written for few interpreter steps.)"""
-        cached = self._cache.get(relpath)
-        if cached is not None:
-            return cached
+        cache = self._cache
+        if cache:  # mostly empty with one client: no lookup then
+            cached = cache.get(relpath)
+            if cached is not None:
+                return cached
         reldir = relpath.rpartition("/")[0]
         if reldir not in self._good_dirs and not self._dir_ok(reldir):
             return None
@@ -181,10 +183,13 @@ class DirectoryTree:
             # what that writer could put in a file) reads short; a FIFO without writer or
             # a device reads 0 bytes or the whole buffer, which are checked below.
             os.close(fd)
-            if relpath.startswith(CONTENT_ADDRESSED):
-                seen = self._seen
-                if relpath in seen or relpath in self._seen_before:
+            # Every small file's name is noted, and only one asked for again is checked
+            # for being content-addressed: one prefix test per repeat, not per request.
+            seen = self._seen
+            if relpath in seen or relpath in self._seen_before:
+                if relpath.startswith(CONTENT_ADDRESSED):
                     return self._remember(relpath, got)
+            else:
                 seen.add(relpath)
                 if len(seen) >= RECENT_REQUESTS:
                     self._seen_before, self._seen = seen, set()
